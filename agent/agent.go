@@ -1,0 +1,189 @@
+// Package agent is a data-plane worker's link to the control plane: it subscribes to its gateway's
+// configuration, hands each snapshot to the worker, answers ACK or NACK, keeps the last good snapshot
+// on disk so that a restarted worker serves at once, and reconnects with jittered exponential backoff.
+// Serving never waits on it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/fleetgate/fleetgate/controlplane/config"
+	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
+)
+
+// Applier serves snapshots. Apply returns an error to reject one; the previous one keeps serving.
+// A snapshot with Deleted set asks to stop serving the gateway.
+type Applier interface {
+	Apply(ctx context.Context, snap *fgv1.Snapshot) error
+}
+
+// Config identifies the worker and says where its control plane is.
+type Config struct {
+	// Gateway served, worker ID and the address its listeners bind to.
+	Gateway, ID, Address string
+	// StateDir keeps the last good snapshot. Empty: nothing is kept.
+	StateDir string
+	// BackoffBase and BackoffMax bound reconnect delays (defaults 200ms and 10s).
+	BackoffBase, BackoffMax time.Duration
+	Log                     *slog.Logger
+}
+
+// Agent runs the worker's session with the control plane.
+type Agent struct {
+	cfg     Config
+	client  fgv1.DataPlaneServiceClient
+	applier Applier
+	log     *slog.Logger
+
+	applied   atomic.Int64
+	connected atomic.Bool
+}
+
+// New returns an agent that talks over conn.
+func New(cfg Config, conn grpc.ClientConnInterface, applier Applier) *Agent {
+	if cfg.BackoffBase == 0 {
+		cfg.BackoffBase = 200 * time.Millisecond
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Agent{cfg: cfg, client: fgv1.NewDataPlaneServiceClient(conn), applier: applier, log: cfg.Log}
+}
+
+// Applied is the version being served, 0 before any.
+func (a *Agent) Applied() int64 { return a.applied.Load() }
+
+// Connected tells whether a session with the control plane is up.
+func (a *Agent) Connected() bool { return a.connected.Load() }
+
+// Restore serves the last good snapshot from the state dir, if there is one. Call it before Run.
+func (a *Agent) Restore(ctx context.Context) error {
+	if a.cfg.StateDir == "" {
+		return nil
+	}
+	snap, err := loadState(a.cfg.StateDir, a.cfg.Gateway)
+	if err != nil || snap == nil {
+		return err
+	}
+	if err := a.apply(ctx, snap); err != nil {
+		return fmt.Errorf("restore version %d: %w", snap.GetVersion(), err)
+	}
+	a.log.Info("serving last good config from state dir", "version", snap.GetVersion())
+	return nil
+}
+
+// Run keeps a session with the control plane until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	attempt := 0
+	for {
+		established, err := a.session(ctx)
+		a.connected.Store(false)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if established {
+			attempt = 0
+		}
+		delay := a.backoff(attempt)
+		attempt++
+		a.log.Warn("control plane session ended; reconnecting", "err", err, "in", delay.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// backoff is exponential with jitter: a random delay in [d/2, d], d doubling up to BackoffMax.
+func (a *Agent) backoff(attempt int) time.Duration {
+	d := a.cfg.BackoffBase << min(attempt, 20)
+	if d > a.cfg.BackoffMax || d <= 0 {
+		d = a.cfg.BackoffMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// session runs one Connect stream. established reports whether the control plane answered at all.
+func (a *Agent) session(ctx context.Context) (established bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := a.client.Connect(sctx)
+	if err != nil {
+		return false, err
+	}
+	hello := &fgv1.Hello{
+		DataplaneId:    a.cfg.ID,
+		Gateway:        a.cfg.Gateway,
+		Address:        a.cfg.Address,
+		AppliedVersion: a.applied.Load(),
+	}
+	if err := stream.Send(&fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
+		return false, err
+	}
+	a.connected.Store(true)
+	a.log.Info("connected to control plane", "applied_version", hello.AppliedVersion)
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("control plane closed the stream")
+			}
+			return true, err
+		}
+		snap := resp.GetSnapshot()
+		if snap == nil {
+			continue
+		}
+		var answer *fgv1.ConnectRequest
+		if err := a.apply(ctx, snap); err != nil {
+			a.log.Warn("config rejected; keeping the previous one", "version", snap.GetVersion(), "err", err)
+			answer = &fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Nack{Nack: &fgv1.Nack{Version: snap.GetVersion(), Error: err.Error()}}}
+		} else {
+			a.log.Info("config applied", "version", snap.GetVersion(), "deleted", snap.GetDeleted())
+			answer = &fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Ack{Ack: &fgv1.Ack{Version: snap.GetVersion()}}}
+		}
+		if err := stream.Send(answer); err != nil {
+			return true, err
+		}
+	}
+}
+
+// apply validates a snapshot, hands it to the worker and, once served, keeps it on disk.
+func (a *Agent) apply(ctx context.Context, snap *fgv1.Snapshot) error {
+	if !snap.GetDeleted() {
+		if snap.GetGateway() == nil {
+			return errors.New("snapshot has no gateway")
+		}
+		if got := snap.GetGateway().GetName(); got != a.cfg.Gateway {
+			return fmt.Errorf("snapshot is for gateway %q, this worker serves %q", got, a.cfg.Gateway)
+		}
+		config.Normalize(snap.Gateway)
+		if err := config.Validate(snap.Gateway); err != nil {
+			return err
+		}
+	}
+	if err := a.applier.Apply(ctx, snap); err != nil {
+		return err
+	}
+	a.applied.Store(snap.GetVersion())
+	if a.cfg.StateDir != "" {
+		if err := saveState(a.cfg.StateDir, a.cfg.Gateway, snap); err != nil {
+			// Serving goes on; the next restart just won't find this version.
+			a.log.Error("could not keep config in state dir", "err", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,159 @@
+// Package fleet records which data-plane workers are connected, and with which configuration version,
+// in etcd under this control-plane replica's lease. Every replica can then list the whole fleet, and
+// the entries of a replica that dies vanish with its lease.
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fleetgate/fleetgate/controlplane/store"
+	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
+)
+
+// Key is the etcd key of a worker's entry.
+func Key(gateway, id string) string { return store.DataPlanePrefix + gateway + "/" + id }
+
+// Registry writes this replica's workers to etcd and reads everyone's.
+type Registry struct {
+	cli *clientv3.Client
+	ttl int
+	log *slog.Logger
+
+	mu      sync.Mutex
+	session *concurrency.Session
+	own     map[string]*fgv1.DataPlane // by key: what this replica wrote
+	wg      sync.WaitGroup
+}
+
+// NewRegistry opens a lease of ttl seconds, kept alive until ctx ends; entries are written under it.
+// If the lease is lost (etcd unreachable for longer than ttl), a new one is opened and this replica's
+// entries are written again.
+func NewRegistry(ctx context.Context, cli *clientv3.Client, ttl int, log *slog.Logger) (*Registry, error) {
+	r := &Registry{cli: cli, ttl: ttl, log: log, own: map[string]*fgv1.DataPlane{}}
+	s, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("open fleet lease: %w", err)
+	}
+	r.session = s
+	r.wg.Add(1)
+	go r.renew(ctx)
+	return r, nil
+}
+
+// Wait waits for the lease keeper to stop after ctx ended.
+func (r *Registry) Wait() { r.wg.Wait() }
+
+func (r *Registry) renew(ctx context.Context) {
+	defer r.wg.Done()
+	for {
+		r.mu.Lock()
+		done := r.session.Done()
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			// Revoke so the entries vanish now rather than after the TTL.
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			r.mu.Lock()
+			_, _ = r.cli.Revoke(rctx, r.session.Lease())
+			r.mu.Unlock()
+			cancel()
+			return
+		case <-done:
+		}
+		r.log.Warn("fleet lease lost; opening a new one")
+		for ctx.Err() == nil {
+			s, err := concurrency.NewSession(r.cli, concurrency.WithTTL(r.ttl), concurrency.WithContext(ctx))
+			if err == nil {
+				r.mu.Lock()
+				r.session = s
+				own := make([]*fgv1.DataPlane, 0, len(r.own))
+				for _, dp := range r.own {
+					own = append(own, dp)
+				}
+				r.mu.Unlock()
+				for _, dp := range own {
+					if err := r.Put(ctx, dp); err != nil {
+						r.log.Warn("re-register worker", "dataplane", dp.GetId(), "err", err)
+					}
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// Put writes a worker's entry (a clone is kept, so the caller may go on changing dp).
+func (r *Registry) Put(ctx context.Context, dp *fgv1.DataPlane) error {
+	dp = proto.Clone(dp).(*fgv1.DataPlane)
+	key := Key(dp.GetGateway(), dp.GetId())
+	val, err := proto.Marshal(dp)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.own[key] = dp
+	lease := r.session.Lease()
+	r.mu.Unlock()
+	if _, err := r.cli.Put(ctx, key, string(val), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("register dataplane %q: %w", dp.GetId(), err)
+	}
+	return nil
+}
+
+// Remove deletes a worker's entry if it is still this replica's (the worker may have reconnected to
+// another replica meanwhile).
+func (r *Registry) Remove(ctx context.Context, gateway, id string) error {
+	key := Key(gateway, id)
+	r.mu.Lock()
+	delete(r.own, key)
+	lease := r.session.Lease()
+	r.mu.Unlock()
+	_, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(key), "=", lease)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("unregister dataplane %q: %w", id, err)
+	}
+	return nil
+}
+
+// List returns the workers of a gateway (all gateways when empty), sorted by gateway and id.
+func (r *Registry) List(ctx context.Context, gateway string) ([]*fgv1.DataPlane, error) {
+	prefix := store.DataPlanePrefix
+	if gateway != "" {
+		prefix += gateway + "/"
+	}
+	resp, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list dataplanes: %w", err)
+	}
+	out := make([]*fgv1.DataPlane, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		dp := &fgv1.DataPlane{}
+		if err := proto.Unmarshal(kv.Value, dp); err != nil {
+			return nil, fmt.Errorf("list dataplanes: %s: %w", kv.Key, err)
+		}
+		out = append(out, dp)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].GetGateway() != out[j].GetGateway() {
+			return out[i].GetGateway() < out[j].GetGateway()
+		}
+		return out[i].GetId() < out[j].GetId()
+	})
+	return out, nil
+}

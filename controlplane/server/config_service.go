@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/controlplane/fleet"
+	"github.com/fleetgate/fleetgate/controlplane/store"
+	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
+)
+
+// configService implements the operator API.
+type configService struct {
+	fgv1.UnimplementedConfigServiceServer
+	store *store.Store
+	fleet *fleet.Registry
+	log   *slog.Logger
+}
+
+var _ fgv1.ConfigServiceServer = (*configService)(nil)
+
+func (s *configService) ApplyGateway(ctx context.Context, req *fgv1.ApplyGatewayRequest) (*fgv1.ApplyGatewayResponse, error) {
+	if req.GetGateway() == nil {
+		return nil, status.Error(codes.InvalidArgument, "gateway: is required")
+	}
+	gw := proto.Clone(req.GetGateway()).(*fgv1.Gateway)
+	config.Normalize(gw)
+	if err := config.Validate(gw); err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	if req.GetDryRun() {
+		cur, err := s.store.Get(ctx, gw.GetName())
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, toStatus(s.log, err)
+		}
+		return &fgv1.ApplyGatewayResponse{Revision: cur.Revision, Gateway: gw}, nil
+	}
+	rev, changed, err := s.store.Apply(ctx, gw, req.ExpectedRevision)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	s.log.Info("gateway applied", "gateway", gw.GetName(), "revision", rev, "changed", changed)
+	return &fgv1.ApplyGatewayResponse{Revision: rev, Gateway: gw, Changed: changed}, nil
+}
+
+func (s *configService) GetGateway(ctx context.Context, req *fgv1.GetGatewayRequest) (*fgv1.GetGatewayResponse, error) {
+	st, err := s.store.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &fgv1.GetGatewayResponse{Gateway: st.Gateway, Revision: st.Revision}, nil
+}
+
+func (s *configService) ListGateways(ctx context.Context, _ *fgv1.ListGatewaysRequest) (*fgv1.ListGatewaysResponse, error) {
+	all, _, err := s.store.List(ctx)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	dps, err := s.fleet.List(ctx, "")
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	workers := map[string]int32{}
+	for _, dp := range dps {
+		workers[dp.GetGateway()]++
+	}
+	resp := &fgv1.ListGatewaysResponse{}
+	for _, st := range all {
+		gw := st.Gateway
+		resp.Gateways = append(resp.Gateways, &fgv1.GatewaySummary{
+			Name:       gw.GetName(),
+			Revision:   st.Revision,
+			Listeners:  int32(len(gw.GetHttpListeners())),
+			Rules:      int32(len(gw.GetRequestRoutingRules())),
+			Pools:      int32(len(gw.GetBackendAddressPools())),
+			Dataplanes: workers[gw.GetName()],
+		})
+	}
+	return resp, nil
+}
+
+func (s *configService) DeleteGateway(ctx context.Context, req *fgv1.DeleteGatewayRequest) (*fgv1.DeleteGatewayResponse, error) {
+	rev, err := s.store.Delete(ctx, req.GetName(), req.ExpectedRevision)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	s.log.Info("gateway deleted", "gateway", req.GetName(), "revision", rev)
+	return &fgv1.DeleteGatewayResponse{Revision: rev}, nil
+}
+
+func (s *configService) ListDataPlanes(ctx context.Context, req *fgv1.ListDataPlanesRequest) (*fgv1.ListDataPlanesResponse, error) {
+	dps, err := s.fleet.List(ctx, req.GetGateway())
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	desired := map[string]int64{}
+	for _, dp := range dps {
+		if _, ok := desired[dp.GetGateway()]; ok {
+			continue
+		}
+		st, err := s.store.Get(ctx, dp.GetGateway())
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			desired[dp.GetGateway()] = 0
+		case err != nil:
+			return nil, toStatus(s.log, err)
+		default:
+			desired[dp.GetGateway()] = st.Revision
+		}
+	}
+	for _, dp := range dps {
+		dp.DesiredVersion = desired[dp.GetGateway()]
+	}
+	return &fgv1.ListDataPlanesResponse{Dataplanes: dps}, nil
+}

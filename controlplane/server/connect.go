@@ -1,0 +1,163 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fleetgate/fleetgate/controlplane/fleet"
+	"github.com/fleetgate/fleetgate/controlplane/snapshot"
+	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
+)
+
+// helloTimeout bounds the wait for a worker's first message.
+const helloTimeout = 10 * time.Second
+
+// dataPlaneService serves the workers' Connect streams.
+type dataPlaneService struct {
+	fgv1.UnimplementedDataPlaneServiceServer
+	cache   *snapshot.Cache
+	fleet   *fleet.Registry
+	replica string
+	log     *slog.Logger
+}
+
+var _ fgv1.DataPlaneServiceServer = (*dataPlaneService)(nil)
+
+func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) error {
+	ctx := stream.Context()
+	hello, err := recvHello(stream)
+	if err != nil {
+		return err
+	}
+	log := s.log.With("dataplane", hello.GetDataplaneId(), "gateway", hello.GetGateway())
+	dp := &fgv1.DataPlane{
+		Id:             hello.GetDataplaneId(),
+		Gateway:        hello.GetGateway(),
+		Address:        hello.GetAddress(),
+		AppliedVersion: hello.GetAppliedVersion(),
+		Controlplane:   s.replica,
+		ConnectedAt:    timestamppb.Now(),
+	}
+	if err := s.fleet.Put(ctx, dp); err != nil {
+		return toStatus(log, err)
+	}
+	log.Info("dataplane connected", "applied_version", dp.AppliedVersion)
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := s.fleet.Remove(rctx, dp.Gateway, dp.Id); err != nil {
+			log.Warn("unregister dataplane", "err", err)
+		}
+		log.Info("dataplane disconnected")
+	}()
+
+	// Answers from the worker are read in their own goroutine; the sender below owns the stream's
+	// send side and the registry entry.
+	answers := make(chan *fgv1.ConnectRequest, 16)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case answers <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	changed, cancel := s.cache.Subscribe(dp.Gateway)
+	defer cancel()
+	sent := dp.AppliedVersion
+	send := func() error {
+		snap := s.cache.Latest(dp.Gateway)
+		if snap == nil || snap.Version == sent {
+			return nil
+		}
+		if snap.Deleted && sent == 0 {
+			return nil // nothing to take away
+		}
+		msg := &fgv1.Snapshot{Version: snap.Version, Gateway: snap.Gateway, Deleted: snap.Deleted}
+		if err := stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_Snapshot{Snapshot: msg}}); err != nil {
+			return err
+		}
+		sent = snap.Version
+		log.Debug("snapshot sent", "version", snap.Version, "deleted", snap.Deleted)
+		return nil
+	}
+	if err := send(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-recvErr:
+			return err
+		case <-changed:
+			if err := send(); err != nil {
+				return err
+			}
+		case req := <-answers:
+			next := proto.Clone(dp).(*fgv1.DataPlane)
+			switch k := req.GetKind().(type) {
+			case *fgv1.ConnectRequest_Ack:
+				next.AppliedVersion, next.LastError, next.RejectedVersion = k.Ack.GetVersion(), "", 0
+				log.Info("snapshot acked", "version", k.Ack.GetVersion())
+			case *fgv1.ConnectRequest_Nack:
+				next.LastError, next.RejectedVersion = k.Nack.GetError(), k.Nack.GetVersion()
+				log.Warn("snapshot rejected", "version", k.Nack.GetVersion(), "err", k.Nack.GetError())
+			default:
+				return status.Errorf(codes.InvalidArgument, "unexpected %T after hello", req.GetKind())
+			}
+			if proto.Equal(next, dp) {
+				continue // write to etcd on change only
+			}
+			dp = next
+			if err := s.fleet.Put(ctx, dp); err != nil {
+				log.Warn("record dataplane version", "err", err)
+			}
+		}
+	}
+}
+
+func recvHello(stream fgv1.DataPlaneService_ConnectServer) (*fgv1.Hello, error) {
+	type result struct {
+		req *fgv1.ConnectRequest
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		req, err := stream.Recv()
+		got <- result{req, err}
+	}()
+	var r result
+	select {
+	case r = <-got:
+	case <-time.After(helloTimeout):
+		return nil, status.Errorf(codes.DeadlineExceeded, "no hello within %s", helloTimeout)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	h := r.req.GetHello()
+	switch {
+	case h == nil:
+		return nil, status.Error(codes.InvalidArgument, "first message must be hello")
+	case h.GetDataplaneId() == "":
+		return nil, status.Error(codes.InvalidArgument, "hello.dataplaneId: is required")
+	case h.GetGateway() == "":
+		return nil, status.Error(codes.InvalidArgument, "hello.gateway: is required")
+	}
+	return h, nil
+}

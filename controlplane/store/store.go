@@ -1,0 +1,175 @@
+// Package store keeps gateway configurations in etcd: one key per gateway holding the whole
+// configuration, so that an apply replaces it atomically and its etcd modification revision is the
+// configuration's version.
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
+)
+
+// Key layout.
+const (
+	Prefix          = "/fleetgate/v1/"
+	GatewayPrefix   = Prefix + "gateways/"
+	DataPlanePrefix = Prefix + "dataplanes/"
+)
+
+// GatewayKey is the etcd key of a gateway.
+func GatewayKey(name string) string { return GatewayPrefix + name }
+
+// Store reads and writes gateways.
+type Store struct {
+	kv clientv3.KV
+}
+
+// New returns a Store over an etcd client.
+func New(kv clientv3.KV) *Store { return &Store{kv: kv} }
+
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// Stored is a gateway with its revision.
+type Stored struct {
+	Gateway  *fgv1.Gateway
+	Revision int64
+}
+
+// Apply stores gw, replacing what was there, in one transaction. With expected set, the write happens
+// only if the stored revision equals *expected (0: the gateway must not exist). It returns the new
+// revision and whether anything was written: an identical configuration is not written again.
+func (s *Store) Apply(ctx context.Context, gw *fgv1.Gateway, expected *int64) (rev int64, changed bool, err error) {
+	key := GatewayKey(gw.GetName())
+	val, err := marshal.Marshal(gw)
+	if err != nil {
+		return 0, false, fmt.Errorf("apply gateway %q: encode: %w", gw.GetName(), err)
+	}
+	cur, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return 0, false, fmt.Errorf("apply gateway %q: %w", gw.GetName(), wrapEtcd(err))
+	}
+	var curRev int64
+	if len(cur.Kvs) == 1 {
+		curRev = cur.Kvs[0].ModRevision
+	}
+	if expected != nil && *expected != curRev {
+		return 0, false, fmt.Errorf("apply gateway %q: stored revision is %d, not %d: %w", gw.GetName(), curRev, *expected, ErrConflict)
+	}
+	if len(cur.Kvs) == 1 && bytes.Equal(cur.Kvs[0].Value, val) {
+		return curRev, false, nil
+	}
+	// Compare against what was read, so that a concurrent apply between the read and the write is
+	// detected rather than overwritten when the caller asked for a revision.
+	resp, err := s.kv.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", curRev)).
+		Then(clientv3.OpPut(key, string(val))).
+		Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("apply gateway %q: %w", gw.GetName(), wrapEtcd(err))
+	}
+	if !resp.Succeeded {
+		if expected != nil {
+			return 0, false, fmt.Errorf("apply gateway %q: changed concurrently: %w", gw.GetName(), ErrConflict)
+		}
+		// Unconditional apply raced another one: last writer wins, as with no revision at all.
+		resp, err = s.kv.Txn(ctx).Then(clientv3.OpPut(key, string(val))).Commit()
+		if err != nil {
+			return 0, false, fmt.Errorf("apply gateway %q: %w", gw.GetName(), wrapEtcd(err))
+		}
+	}
+	return resp.Header.Revision, true, nil
+}
+
+// Get returns one gateway.
+func (s *Store) Get(ctx context.Context, name string) (Stored, error) {
+	resp, err := s.kv.Get(ctx, GatewayKey(name))
+	if err != nil {
+		return Stored{}, fmt.Errorf("get gateway %q: %w", name, wrapEtcd(err))
+	}
+	if len(resp.Kvs) == 0 {
+		return Stored{}, fmt.Errorf("get gateway %q: %w", name, ErrNotFound)
+	}
+	gw, err := decode(resp.Kvs[0].Value)
+	if err != nil {
+		return Stored{}, fmt.Errorf("get gateway %q: %w", name, err)
+	}
+	return Stored{Gateway: gw, Revision: resp.Kvs[0].ModRevision}, nil
+}
+
+// List returns every gateway, sorted by name, and the etcd revision the list was read at.
+func (s *Store) List(ctx context.Context) ([]Stored, int64, error) {
+	resp, err := s.kv.Get(ctx, GatewayPrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, 0, fmt.Errorf("list gateways: %w", wrapEtcd(err))
+	}
+	out := make([]Stored, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		gw, err := decode(kv.Value)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list gateways: %s: %w", kv.Key, err)
+		}
+		out = append(out, Stored{Gateway: gw, Revision: kv.ModRevision})
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// Delete removes a gateway, if expected is set only at that revision. It returns the revision of the
+// deletion.
+func (s *Store) Delete(ctx context.Context, name string, expected *int64) (int64, error) {
+	key := GatewayKey(name)
+	cmp := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
+	if expected != nil {
+		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", *expected)
+	}
+	resp, err := s.kv.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("delete gateway %q: %w", name, wrapEtcd(err))
+	}
+	if !resp.Succeeded {
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) == 1 {
+			return 0, fmt.Errorf("delete gateway %q: stored revision is %d, not %d: %w", name, kvs[0].ModRevision, *expected, ErrConflict)
+		}
+		return 0, fmt.Errorf("delete gateway %q: %w", name, ErrNotFound)
+	}
+	return resp.Header.Revision, nil
+}
+
+// NameFromKey returns the gateway name of a gateway key.
+func NameFromKey(key []byte) string { return strings.TrimPrefix(string(key), GatewayPrefix) }
+
+// Decode decodes a stored gateway value.
+func Decode(val []byte) (*fgv1.Gateway, error) { return decode(val) }
+
+func decode(val []byte) (*fgv1.Gateway, error) {
+	gw := &fgv1.Gateway{}
+	if err := proto.Unmarshal(val, gw); err != nil {
+		return nil, fmt.Errorf("decode stored gateway: %w", err)
+	}
+	return gw, nil
+}
+
+// wrapEtcd turns etcd's transport errors into ErrUnavailable, letting cancellation pass through.
+func wrapEtcd(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, rpctypes.ErrNoLeader) ||
+		errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return err
+}
