@@ -35,11 +35,11 @@ type Registry struct {
 }
 
 // NewRegistry opens a lease of ttl seconds, kept alive until ctx ends; entries are written under it.
-// If the lease is lost (etcd unreachable for longer than ttl), a new one is opened and this replica's
-// entries are written again.
-func NewRegistry(ctx context.Context, cli *clientv3.Client, ttl int, log *slog.Logger) (*Registry, error) {
+// Opening the lease may take up to openTimeout. If the lease is later lost (etcd unreachable for longer
+// than ttl), a new one is opened and this replica's entries are written again.
+func NewRegistry(ctx context.Context, cli *clientv3.Client, ttl int, openTimeout time.Duration, log *slog.Logger) (*Registry, error) {
 	r := &Registry{cli: cli, ttl: ttl, log: log, own: map[string]*fgv1.DataPlane{}}
-	s, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+	s, err := r.openSession(ctx, openTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("open fleet lease: %w", err)
 	}
@@ -47,6 +47,17 @@ func NewRegistry(ctx context.Context, cli *clientv3.Client, ttl int, log *slog.L
 	r.wg.Add(1)
 	go r.renew(ctx)
 	return r, nil
+}
+
+// openSession grants a lease within timeout and keeps it alive until ctx ends.
+func (r *Registry) openSession(ctx context.Context, timeout time.Duration) (*concurrency.Session, error) {
+	gctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lease, err := r.cli.Grant(gctx, int64(r.ttl))
+	if err != nil {
+		return nil, err
+	}
+	return concurrency.NewSession(r.cli, concurrency.WithLease(lease.ID), concurrency.WithTTL(r.ttl), concurrency.WithContext(ctx))
 }
 
 // Wait waits for the lease keeper to stop after ctx ended.
@@ -71,7 +82,7 @@ func (r *Registry) renew(ctx context.Context) {
 		}
 		r.log.Warn("fleet lease lost; opening a new one")
 		for ctx.Err() == nil {
-			s, err := concurrency.NewSession(r.cli, concurrency.WithTTL(r.ttl), concurrency.WithContext(ctx))
+			s, err := r.openSession(ctx, 5*time.Second)
 			if err == nil {
 				r.mu.Lock()
 				r.session = s

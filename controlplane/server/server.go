@@ -107,9 +107,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	regCtx, regCancel := context.WithTimeout(ctx, 30*time.Second)
-	defer regCancel()
-	reg, err := fleet.NewRegistry(regCtx, cli, cfg.LeaseTTL, s.log)
+	reg, err := fleet.NewRegistry(runCtx, cli, cfg.LeaseTTL, 30*time.Second, s.log)
 	if err != nil {
 		cancel()
 		cli.Close()
