@@ -4,6 +4,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -13,11 +14,16 @@ import (
 )
 
 // Decode parses a gateway document. YAML and JSON are both accepted (JSON is YAML). Field names are
-// the Azure-style camelCase names of the proto's JSON mapping; unknown fields are errors.
+// the Azure-style camelCase names of the proto's JSON mapping; unknown fields, fields given twice
+// and an empty document are errors.
 func Decode(data []byte) (*fgv1.Gateway, error) {
-	js, err := yaml.YAMLToJSON(data)
+	// Strict: a key repeated in one mapping is an error rather than silently last-wins.
+	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
 		return nil, fmt.Errorf("decode gateway: %w", err)
+	}
+	if string(js) == "null" {
+		return nil, errors.New("decode gateway: empty document")
 	}
 	gw := &fgv1.Gateway{}
 	if err := protojson.Unmarshal(js, gw); err != nil {

@@ -196,12 +196,14 @@ func (v *validator) listeners(ls []*fgv1.HttpListener) map[string]bool {
 		v.oneOf(f+".protocol", l.GetProtocol(), listenerProtocols)
 		v.port(f+".port", l.GetPort())
 		hosts := l.GetHostNames()
-		if len(hosts) == 0 {
+		basic := len(hosts) == 0
+		if basic {
 			hosts = []string{""} // the basic listener claims the empty host of its port
 		}
 		for k, h := range hosts {
 			hf := fmt.Sprintf("%s.hostNames[%d]", f, k)
-			if h != "" && !validHostPattern(h) {
+			// An empty entry in a non-empty hostNames is an error, not a hidden basic listener.
+			if !basic && !validHostPattern(h) {
 				v.add(hf, fmt.Sprintf("%q is not a host name (letters, digits, '-' and '.', optionally starting with \"*.\")", h))
 				continue
 			}
