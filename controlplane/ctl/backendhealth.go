@@ -1,0 +1,138 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
+)
+
+// Health values of backend servers, as Azure spells them.
+const (
+	healthHealthy   = "Healthy"
+	healthUnhealthy = "Unhealthy"
+)
+
+func newBackendHealthCommand(a *app) *cobra.Command {
+	var (
+		output = outputTable
+		pool   string
+	)
+	cmd := &cobra.Command{
+		Use:   "backend-health [GATEWAY]",
+		Short: "Show the health of a gateway's backend servers",
+		Long: `Backend-health shows the fleet-wide health of a gateway's backend servers, by pool and by the
+backend settings rules use the pool with. WORKERS counts the data-plane workers that see the server
+healthy, out of those reporting it; LAST-PROBE is the newest probe among them.
+
+Exit code 0 when every server is Healthy, 3 when any is not (Unhealthy, Partial, Draining or
+Unknown), 1 when the health could not be read.`,
+		Example: `  gatewayctl backend-health appgw1
+  gatewayctl backend-health appgw1 --pool pool1
+  gatewayctl backend-health appgw1 -o json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, outputTable, outputJSON); err != nil {
+				return err
+			}
+			name, err := a.gatewayName(args)
+			if err != nil {
+				return err
+			}
+			var resp *fgv1.BackendHealthResponse
+			err = a.call(cmd.Context(), func(ctx context.Context, c fgv1.ConfigServiceClient) (err error) {
+				resp, err = c.BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: name, Pool: pool})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if output == outputJSON {
+				err = writeProtoJSON(a.stdout, resp)
+			} else {
+				err = writeBackendHealth(a.stdout, resp, a.now(), a.color)
+			}
+			if err != nil {
+				return err
+			}
+			if !allHealthy(resp) {
+				return &exitError{code: ExitNotHealthy}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", output, "output format: table or json")
+	cmd.Flags().StringVar(&pool, "pool", "", "show only this backend pool")
+	return cmd
+}
+
+// allHealthy reports whether every server in resp is Healthy.
+func allHealthy(resp *fgv1.BackendHealthResponse) bool {
+	for _, p := range resp.GetPools() {
+		for _, s := range p.GetSettings() {
+			for _, srv := range s.GetServers() {
+				if srv.GetHealth() != healthHealthy {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// writeBackendHealth writes the backend-health table, one row per server, grouped by pool and
+// settings in the answer's order. A pool without settings or servers still gets a row. HEALTH is
+// painted when color is on.
+func writeBackendHealth(out io.Writer, resp *fgv1.BackendHealthResponse, now time.Time, color bool) error {
+	w := newTable(out)
+	rawRow(w, "POOL", "SETTINGS", "ADDRESS", paint(color, ansiDefault, "HEALTH"), "REASON", "WORKERS", "LAST-PROBE")
+	line := func(pool, settings, address, health, reason, workers, lastProbe string) {
+		rawRow(w, cell(pool), cell(settings), cell(address), paint(color, healthColor(health), cell(health)),
+			cell(reason), cell(workers), cell(lastProbe))
+	}
+	for _, p := range resp.GetPools() {
+		if len(p.GetSettings()) == 0 {
+			line(p.GetName(), "", "", "", "", "", "")
+		}
+		for _, s := range p.GetSettings() {
+			if len(s.GetServers()) == 0 {
+				line(p.GetName(), s.GetName(), "", "", "", "", "")
+			}
+			for _, srv := range s.GetServers() {
+				healthy, newest := 0, time.Time{}
+				for _, dp := range srv.GetDataplanes() {
+					if dp.GetHealth() == healthHealthy {
+						healthy++
+					}
+					if t := dp.GetLastProbe(); t != nil && t.AsTime().After(newest) {
+						newest = t.AsTime()
+					}
+				}
+				lastProbe := ""
+				if !newest.IsZero() {
+					lastProbe = age(now.Sub(newest)) + " ago"
+				}
+				line(p.GetName(), s.GetName(), srv.GetAddress(), srv.GetHealth(), srv.GetReason(),
+					fmt.Sprintf("%d/%d", healthy, len(srv.GetDataplanes())), lastProbe)
+			}
+		}
+	}
+	return w.Flush()
+}
+
+// healthColor is the color of a health value: green Healthy, red Unhealthy, yellow anything else.
+func healthColor(h string) string {
+	switch h {
+	case healthHealthy:
+		return ansiGreen
+	case healthUnhealthy:
+		return ansiRed
+	case "-":
+		return ansiDefault
+	}
+	return ansiYellow
+}

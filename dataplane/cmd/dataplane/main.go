@@ -1,0 +1,107 @@
+// Command dataplane runs a Fleetgate data-plane worker: it takes its gateway's configuration from the
+// control plane and proxies traffic on the listeners it names.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/fleetgate/fleetgate/agent"
+	"github.com/fleetgate/fleetgate/dataplane/worker"
+)
+
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("dataplane", flag.ContinueOnError)
+	controlPlane := fs.String("controlplane", "127.0.0.1:7070", "control-plane gRPC address")
+	gateway := fs.String("gateway", "", "gateway to serve (required)")
+	id := fs.String("id", "", "worker id, unique per gateway (default: host name and pid)")
+	bind := fs.String("bind-address", "127.0.0.1", "IP address the listeners bind to")
+	stateDir := fs.String("state-dir", "", "directory keeping the last good config (empty: none kept)")
+	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long in-flight requests may take to finish on shutdown")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return exitUsage
+	}
+	if *gateway == "" {
+		fmt.Fprintln(os.Stderr, "dataplane: --gateway is required")
+		return exitUsage
+	}
+	if *id == "" {
+		host, _ := os.Hostname()
+		*id = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	log, err := newLogger(*logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dataplane:", err)
+		return exitUsage
+	}
+	log = log.With("dataplane", *id)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	w := worker.New(worker.Config{BindAddress: *bind, ShutdownGrace: *grace, Log: log})
+	conn, err := grpc.NewClient(*controlPlane,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	if err != nil {
+		log.Error("control plane client", "err", err)
+		return exitError
+	}
+	defer conn.Close()
+	ag := agent.New(agent.Config{Gateway: *gateway, ID: *id, Address: *bind, StateDir: *stateDir, Log: log}, conn, w)
+	if err := ag.Restore(ctx); err != nil {
+		log.Error("could not restore the last good config; waiting for the control plane", "err", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = ag.Run(ctx)
+	}()
+	<-ctx.Done()
+	log.Info("shutting down", "grace", *grace)
+	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	defer cancel()
+	if err := w.Shutdown(sctx); err != nil {
+		log.Warn("requests cut at shutdown", "err", err)
+	}
+	<-done
+	return exitOK
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

@@ -1,0 +1,175 @@
+// Package worker is a data-plane worker: it applies snapshots from the agent to the proxy and opens
+// and closes the listeners they name, on the worker's bind address.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/fleetgate/fleetgate/agent"
+	"github.com/fleetgate/fleetgate/dataplane/proxy"
+	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
+)
+
+// Config of a worker.
+type Config struct {
+	// BindAddress is the IP its listeners bind to, e.g. 127.0.0.2.
+	BindAddress string
+	// ShutdownGrace bounds how long a removed listener's in-flight requests may take (default 30s).
+	ShutdownGrace time.Duration
+	Log           *slog.Logger
+}
+
+// Worker serves one gateway's listeners.
+type Worker struct {
+	cfg   Config
+	log   *slog.Logger
+	proxy *proxy.Proxy
+
+	mu        sync.Mutex // serializes Apply and Shutdown
+	listeners map[int32]*listener
+	closing   sync.WaitGroup
+}
+
+type listener struct {
+	srv *http.Server
+	ln  net.Listener
+	wg  sync.WaitGroup
+}
+
+var _ agent.Applier = (*Worker)(nil)
+
+// New returns a worker serving nothing yet.
+func New(cfg Config) *Worker {
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Worker{cfg: cfg, log: cfg.Log, proxy: proxy.New(cfg.Log), listeners: map[int32]*listener{}}
+}
+
+// Version is the configuration version being served.
+func (w *Worker) Version() int64 { return w.proxy.Version() }
+
+// Apply serves a snapshot: new listeners are opened first, so that a port that cannot be bound
+// rejects the snapshot while the previous configuration keeps serving; then the routing table is
+// swapped; then listeners no longer named are closed gracefully.
+func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if snap.GetDeleted() {
+		w.proxy.Clear(snap.GetVersion())
+		w.closeAllExcept(nil)
+		return nil
+	}
+	want := map[int32]bool{}
+	for _, l := range snap.GetGateway().GetHttpListeners() {
+		want[l.GetPort()] = true
+	}
+	opened := map[int32]*listener{}
+	for port := range want {
+		if w.listeners[port] != nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(w.cfg.BindAddress, strconv.Itoa(int(port))))
+		if err != nil {
+			for _, o := range opened {
+				o.ln.Close()
+			}
+			return fmt.Errorf("listener port %d: %w", port, err)
+		}
+		opened[port] = &listener{ln: ln}
+	}
+	if _, err := w.proxy.Apply(snap.GetVersion(), snap.GetGateway()); err != nil {
+		for _, o := range opened {
+			o.ln.Close()
+		}
+		return err
+	}
+	for port, l := range opened {
+		w.serve(port, l)
+	}
+	w.closeAllExcept(want)
+	return nil
+}
+
+func (w *Worker) serve(port int32, l *listener) {
+	l.srv = newServer(w.proxy.Handler(port), w.log)
+	w.listeners[port] = l
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			w.log.Error("listener stopped", "port", port, "err", err)
+		}
+	}()
+	w.log.Info("listener open", "address", l.ln.Addr().String())
+}
+
+// closeAllExcept closes, in the background and gracefully, every listener whose port is not kept.
+func (w *Worker) closeAllExcept(keep map[int32]bool) {
+	for port, l := range w.listeners {
+		if keep[port] {
+			continue
+		}
+		delete(w.listeners, port)
+		w.closing.Add(1)
+		go func() {
+			defer w.closing.Done()
+			w.shutdown(l)
+			w.log.Info("listener closed", "address", l.ln.Addr().String())
+		}()
+	}
+}
+
+func (w *Worker) shutdown(l *listener) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownGrace)
+	defer cancel()
+	if err := l.srv.Shutdown(ctx); err != nil {
+		l.srv.Close()
+	}
+	l.wg.Wait()
+}
+
+// Shutdown stops accepting on every listener and waits, up to ctx, for requests in flight.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.mu.Lock()
+	ls := w.listeners
+	w.listeners = map[int32]*listener{}
+	w.mu.Unlock()
+	var errs []error
+	for _, l := range ls {
+		if err := l.srv.Shutdown(ctx); err != nil {
+			l.srv.Close()
+			errs = append(errs, err)
+		}
+		l.wg.Wait()
+	}
+	w.closing.Wait()
+	return errors.Join(errs...)
+}
+
+// newServer is the HTTP server of a listener: HTTP/1.1 and cleartext HTTP/2 (h2c, prior knowledge),
+// with limits against slow and oversized clients.
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           h,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
