@@ -2,8 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -12,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/controlplane/cptest"
@@ -297,12 +293,9 @@ func TestH2C(t *testing.T) {
 		fmt.Fprintf(w, "backend saw %s", r.Proto)
 	})
 	_, url := front(t, gateway(t, 20, addr))
-	c := &http.Client{Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		},
-	}}
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: tr}
 	resp, err := c.Get(url + "/")
 	if err != nil {
 		t.Fatal(err)

@@ -77,7 +77,7 @@ func TestMatch(t *testing.T) {
 		{81, "x", "/", "r-paths", "web", ""},
 		{81, "x", "/images/", "r-paths", "images", "images"},
 		{81, "x", "/images/cat.png", "r-paths", "images", "images"},
-		{81, "x", "/images", "r-paths", "web", ""}, // "/images/*" needs the slash
+		{81, "x", "/images", "r-paths", "web", ""},              // "/images/*" needs the slash
 		{81, "x", "/images/hd/1.png", "r-paths", "video", "hd"}, // longest prefix wins
 		{81, "x", "/video", "r-paths", "video", "hd"},           // exact path
 		{81, "x", "/video/1", "r-paths", "web", ""},             // exact path is not a prefix

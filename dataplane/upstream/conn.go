@@ -134,7 +134,7 @@ func (c *conn) clearDeadlines() bool {
 // non-blocking read system call; without access to the socket it reports true
 // and the stale-connection retry in Forward is the only safety net.
 func (c *conn) alive() bool {
-	if c.raw == nil || true {
+	if c.raw == nil {
 		return true
 	}
 	c.dead = false

@@ -64,9 +64,20 @@ func rawBenchBackend(b *testing.B) string {
 	return rb.addr()
 }
 
+// rpBufferPool gives ReverseProxy pooled copy buffers, as a tuned production
+// deployment would; without it ReverseProxy allocates 32 KiB per response.
+type rpBufferPool struct{}
+
+func (rpBufferPool) Get() []byte  { return *copyBufPool.Get().(*[]byte) }
+func (rpBufferPool) Put(b []byte) { copyBufPool.Put(&b) }
+
+// newReverseProxy returns the baseline: httputil.ReverseProxy with a tuned
+// http.Transport (enough idle connections per host, response header timeout
+// like Forward's, no transparent gzip) and a buffer pool.
 func newReverseProxy(addr string) *httputil.ReverseProxy {
 	target := &url.URL{Scheme: "http", Host: addr}
 	return &httputil.ReverseProxy{
+		BufferPool: rpBufferPool{},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
