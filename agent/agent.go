@@ -26,6 +26,25 @@ type Applier interface {
 	Apply(ctx context.Context, snap *fgv1.Snapshot) error
 }
 
+// HealthSource is the worker's view of its backend servers, reported to the control plane.
+type HealthSource interface {
+	// Report is the whole current view.
+	Report() *fgv1.HealthReport
+	// Changed receives a value when the view changes.
+	Changed() <-chan struct{}
+	// MinInterval is the shortest probe interval (0: nothing probed).
+	MinInterval() time.Duration
+}
+
+// Reporting cadence: a change is sent after ReportDebounce (so a burst of changes goes as one
+// report); with no change, a heartbeat (an empty report) goes every shortest probe interval, between
+// MinHeartbeat and MaxHeartbeat, so the control plane can tell a live view from a stale one.
+const (
+	ReportDebounce = 200 * time.Millisecond
+	MinHeartbeat   = time.Second
+	MaxHeartbeat   = 30 * time.Second
+)
+
 // Config identifies the worker and says where its control plane is.
 type Config struct {
 	// Gateway served, worker ID and the address its listeners bind to.
@@ -34,7 +53,9 @@ type Config struct {
 	StateDir string
 	// BackoffBase and BackoffMax bound reconnect delays (defaults 200ms and 10s).
 	BackoffBase, BackoffMax time.Duration
-	Log                     *slog.Logger
+	// Health, if set, is reported up the stream.
+	Health HealthSource
+	Log    *slog.Logger
 }
 
 // Agent runs the worker's session with the control plane.
@@ -135,30 +156,86 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 	}
 	a.connected.Store(true)
 	a.log.Info("connected to control plane", "applied_version", hello.AppliedVersion)
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = errors.New("control plane closed the stream")
+
+	// One goroutine receives; this one owns every send.
+	snaps := make(chan *fgv1.Snapshot)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = errors.New("control plane closed the stream")
+				}
+				recvErr <- err
+				return
 			}
+			if snap := resp.GetSnapshot(); snap != nil {
+				select {
+				case snaps <- snap:
+				case <-sctx.Done():
+					return
+				}
+			}
+		}
+	}()
+
+	var changed <-chan struct{}
+	if a.cfg.Health != nil {
+		changed = a.cfg.Health.Changed()
+	}
+	// After a (re)connect the worker sends its whole view at once.
+	debounce := time.NewTimer(0)
+	defer debounce.Stop()
+	heartbeat := time.NewTimer(a.heartbeat())
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case err := <-recvErr:
 			return true, err
-		}
-		snap := resp.GetSnapshot()
-		if snap == nil {
-			continue
-		}
-		var answer *fgv1.ConnectRequest
-		if err := a.apply(ctx, snap); err != nil {
-			a.log.Warn("config rejected; keeping the previous one", "version", snap.GetVersion(), "err", err)
-			answer = &fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Nack{Nack: &fgv1.Nack{Version: snap.GetVersion(), Error: err.Error()}}}
-		} else {
-			a.log.Info("config applied", "version", snap.GetVersion(), "deleted", snap.GetDeleted())
-			answer = &fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Ack{Ack: &fgv1.Ack{Version: snap.GetVersion()}}}
-		}
-		if err := stream.Send(answer); err != nil {
-			return true, err
+		case snap := <-snaps:
+			var answer *fgv1.ConnectRequest
+			if err := a.apply(ctx, snap); err != nil {
+				a.log.Warn("config rejected; keeping the previous one", "version", snap.GetVersion(), "err", err)
+				answer = &fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Nack{Nack: &fgv1.Nack{Version: snap.GetVersion(), Error: err.Error()}}}
+			} else {
+				a.log.Info("config applied", "version", snap.GetVersion(), "deleted", snap.GetDeleted())
+				answer = &fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Ack{Ack: &fgv1.Ack{Version: snap.GetVersion()}}}
+			}
+			if err := stream.Send(answer); err != nil {
+				return true, err
+			}
+		case <-changed:
+			debounce.Reset(ReportDebounce)
+		case <-debounce.C:
+			if a.cfg.Health == nil {
+				continue
+			}
+			rep := a.cfg.Health.Report()
+			if err := stream.Send(&fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Health{Health: rep}}); err != nil {
+				return true, err
+			}
+			heartbeat.Reset(a.heartbeat())
+		case <-heartbeat.C:
+			if a.cfg.Health != nil {
+				hb := &fgv1.HealthReport{Heartbeat: true}
+				if err := stream.Send(&fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Health{Health: hb}}); err != nil {
+					return true, err
+				}
+			}
+			heartbeat.Reset(a.heartbeat())
 		}
 	}
+}
+
+// heartbeat is the period of empty health reports.
+func (a *Agent) heartbeat() time.Duration {
+	if a.cfg.Health == nil {
+		return MaxHeartbeat
+	}
+	return min(max(a.cfg.Health.MinInterval(), MinHeartbeat), MaxHeartbeat)
 }
 
 // apply validates a snapshot, hands it to the worker and, once served, keeps it on disk.

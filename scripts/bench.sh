@@ -19,6 +19,8 @@
 #   TARGETS    subset/order of: noproxy nginx haproxy caddy goproxy fleetgate (default all)
 #   WARMUP     warm-up seconds before each measured run (default 1)
 #   CONNS      wrk connections (default 64)
+#   IDLE_MAX / WAIT_IDLE   before each run, wait up to WAIT_IDLE s (default 20) until no core is more than
+#              IDLE_MAX % busy (default 10) with the rig idle; a run that starts on a busy machine is flagged
 #   PROXY_CPU / LOAD_CPU   cores (default 0 / 1)
 #   SKIP_BUILD=1  use the binaries already in bin/ (make bench has just built them)
 #   OUT=FILE   also write the markdown report to FILE
@@ -46,6 +48,8 @@ ROUNDS=${ROUNDS:-3}
 SIZES=${SIZES:-"64 16k"}
 TARGETS=${TARGETS:-"noproxy nginx haproxy caddy goproxy fleetgate"}
 WARMUP=${WARMUP:-1}
+IDLE_MAX=${IDLE_MAX:-10}
+WAIT_IDLE=${WAIT_IDLE:-20}
 CONNS=${CONNS:-64}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -120,7 +124,7 @@ ncpu=$(nproc)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-bench.XXXXXX")
 chmod 755 "$TMP" # nginx workers (user nobody) must reach their temp dirs
 PIDS=()
-declare -A PNAME=() PLOG=()
+declare -A PNAME=() PLOG=() TPID=() # TPID: target -> pid of the process serving it
 
 cleanup() {
 	local rc=$?
@@ -225,6 +229,7 @@ done
 start origin "$LOAD_CPU" GOMAXPROCS=1 -- "$TMP/bin/origin" --listen "$ORIGIN_ADDR"
 pid=$STARTED_PID
 wait_http origin "$pid" "http://$ORIGIN_ADDR/64"
+TPID[noproxy]=$pid
 
 # ---- peers ----
 start_nginx() {
@@ -268,6 +273,7 @@ EOF
 	start nginx "$PROXY_CPU" -- nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log"
 	pid=$STARTED_PID
 	wait_http nginx "$pid" "http://$a/64"
+	TPID[nginx]=$pid
 	PLOG[nginx]=$d/error.log
 }
 
@@ -300,6 +306,7 @@ EOF
 	start haproxy "$PROXY_CPU" -- haproxy -db -f "$d/haproxy.cfg"
 	pid=$STARTED_PID
 	wait_http haproxy "$pid" "http://$a/64"
+	TPID[haproxy]=$pid
 }
 
 start_caddy() {
@@ -329,6 +336,7 @@ EOF
 		caddy run --adapter caddyfile --config "$d/Caddyfile"
 	pid=$STARTED_PID
 	wait_http caddy "$pid" "http://$a/64"
+	TPID[caddy]=$pid
 }
 
 start_goproxy() {
@@ -336,6 +344,7 @@ start_goproxy() {
 	start goproxy "$PROXY_CPU" GOMAXPROCS=1 -- "$TMP/bin/reverseproxy" --listen "$a" --upstream "http://$ORIGIN_ADDR"
 	pid=$STARTED_PID
 	wait_http goproxy "$pid" "http://$a/64"
+	TPID[goproxy]=$pid
 }
 
 start_fleetgate() {
@@ -368,6 +377,7 @@ EOF
 		--id dp-bench --bind-address "${a%:*}" --state-dir "$d/dp" --shutdown-grace 1s
 	pid=$STARTED_PID
 	wait_http dataplane "$pid" "http://$a/64" 30
+	TPID[fleetgate]=$pid
 }
 
 for t in "${TARGET_LIST[@]}"; do
@@ -392,6 +402,41 @@ done
 log "all targets up: ${TARGET_LIST[*]}"
 
 # ---- measure ----
+# cpu_snap N: "busy total" jiffies of core N from /proc/stat (busy: user nice system irq softirq).
+cpu_snap() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# proc_ticks PID: user+system clock ticks of PID and its direct children (nginx's worker).
+proc_ticks() {
+	local p sum=0 t
+	for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+		sum=$((sum + t))
+	done
+	echo "$sum"
+}
+CLK_TCK=$(getconf CLK_TCK)
+# machine_busy: highest busy percent of the two cores over 0.3 s (the rig itself idles meanwhile).
+machine_busy() {
+	local a0 a1 b0 b1
+	a0=$(cpu_snap "$PROXY_CPU") a1=$(cpu_snap "$LOAD_CPU")
+	sleep 0.3
+	b0=$(cpu_busy "$a0" "$(cpu_snap "$PROXY_CPU")") b1=$(cpu_busy "$a1" "$(cpu_snap "$LOAD_CPU")")
+	echo $((b0 > b1 ? b0 : b1))
+}
+# wait_idle: waits up to WAIT_IDLE s for a quiet machine; prints the last busy percent seen.
+wait_idle() {
+	local deadline=$((SECONDS + WAIT_IDLE)) b warned=0
+	while :; do
+		b=$(machine_busy)
+		if ((b <= IDLE_MAX || SECONDS >= deadline)); then echo "$b"; return; fi
+		if ((!warned)); then log "machine busy (${b}% on a core, not the rig); waiting up to ${WAIT_IDLE}s"; warned=1; fi
+		sleep 1
+	done
+}
+cpu_busy() { # "busy total" before, after -> whole percent
+	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
+		if (t > 0) printf "%d", 100 * (y[1] - x[1]) / t + 0.5; else print 0 }'
+}
+
 RES=$TMP/results
 mkdir -p "$RES"
 ntargets=${#TARGET_LIST[@]}
@@ -404,14 +449,23 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			t=${TARGET_LIST[(k + r - 1) % ntargets]}
 			url="http://${ADDR[$t]}/$s"
 			run=$((run + 1))
+			pre=$(wait_idle)
 			taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
 			f=$RES/$s.$t.$r.txt
+			cpu0=$(cpu_snap "$PROXY_CPU") cpu1=$(cpu_snap "$LOAD_CPU")
+			tp=${TPID[$t]} ticks=$(proc_ticks "${TPID[$t]}") t0=$(date +%s.%N)
 			if ! taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$f" 2>&1; then
 				cat "$f" >&2
 				die "wrk failed against $t ($url)"
 			fi
+			busy0=$(cpu_busy "$cpu0" "$(cpu_snap "$PROXY_CPU")") busy1=$(cpu_busy "$cpu1" "$(cpu_snap "$LOAD_CPU")")
+			own=$(awk -v a="$ticks" -v b="$(proc_ticks "$tp")" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$(date +%s.%N)" \
+				'BEGIN { printf "%d", 100 * (b - a) / hz / (t1 - t0) + 0.5 }')
+			echo "$busy0 $busy1 $own $pre" >"$RES/$s.$t.$r.cpu"
 			rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
-			log "[$run/$total] round $r  $s  $(printf '%-10s' "$t") ${rps:-?} req/s"
+			log "[$run/$total] round $r  $(printf '%-4s %-10s %9s req/s   %s CPU %3s%%  core %s busy %3s%%  core %s busy %3s%%%s' \
+				"$s" "$t" "${rps:-?}" "$([[ $t == noproxy ]] && echo origin || echo proxy)" "$own" "$PROXY_CPU" "$busy0" "$LOAD_CPU" "$busy1" \
+				"$( ((pre > IDLE_MAX)) && echo "  (machine was ${pre}% busy before the run)")")"
 		done
 	done
 done
@@ -446,10 +500,11 @@ REPORT=$TMP/report.md
 		done
 		fg=${MED[$s.fleetgate]:-}
 		echo
-		echo "### $s-byte responses ($(size_bytes "$s") B)"
+		echo "### /$s: $(size_bytes "$s")-byte responses"
 		echo
-		echo "| target | req/s per round | median req/s | p50 | p99 | Fleetgate ratio |"
-		echo "|---|---|---|---|---|---|"
+		echo "| target | req/s per round | median req/s | p50 | p99 | Fleetgate ratio | proxy CPU | core $PROXY_CPU / $LOAD_CPU busy |"
+		echo "|---|---|---|---|---|---|---|---|"
+		footnotes=()
 		for t in "${TARGET_LIST[@]}"; do
 			rounds=() p50s=() p99s=() notes=()
 			for ((r = 1; r <= ROUNDS; r++)); do
@@ -462,13 +517,28 @@ REPORT=$TMP/report.md
 				sockerr=$(awk '/Socket errors:/ {sub(/.*Socket errors: /, ""); print}' "$f")
 				[[ -n $sockerr ]] && notes+=("round $r socket errors: $sockerr")
 			done
+			b0=$(for ((r = 1; r <= ROUNDS; r++)); do awk '{print $1}' "$RES/$s.$t.$r.cpu"; done | median)
+			b1=$(for ((r = 1; r <= ROUNDS; r++)); do awk '{print $2}' "$RES/$s.$t.$r.cpu"; done | median)
+			own=$(for ((r = 1; r <= ROUNDS; r++)); do awk '{print $3}' "$RES/$s.$t.$r.cpu"; done | median)
+			[[ $t == noproxy ]] && own=- || own="${own%.*}%"
+			for ((r = 1; r <= ROUNDS; r++)); do
+				pre=$(awk '{print $4}' "$RES/$s.$t.$r.cpu")
+				((pre > IDLE_MAX)) && notes+=("round $r began on a busy machine (${pre}%)")
+			done
 			p50=$(printf '%s\n' "${p50s[@]}" | median)
 			p99=$(printf '%s\n' "${p99s[@]}" | median)
 			if [[ -n $fg ]]; then rt=$(ratio "$fg" "${MED[$s.$t]}"); else rt=-; fi
 			name=${LABEL[$t]}
-			((${#notes[@]})) && name="$name ⚠ $(IFS=';'; echo "${notes[*]}")"
-			echo "| $name | $(IFS=' '; echo "${rounds[*]}" | sed 's/ / \/ /g') | $(fmt_k "${MED[$s.$t]}") | $(fmt_ms "$p50") | $(fmt_ms "$p99") | $rt |"
+			if ((${#notes[@]})); then
+				name="$name ⚠"
+				for n in "${notes[@]}"; do footnotes+=("- ⚠ ${LABEL[$t]}: $n"); done
+			fi
+			echo "| $name | $(IFS=' '; echo "${rounds[*]}" | sed 's/ / \/ /g') | $(fmt_k "${MED[$s.$t]}") | $(fmt_ms "$p50") | $(fmt_ms "$p99") | $rt | $own | ${b0%.*}% / ${b1%.*}% |"
 		done
+		if ((${#footnotes[@]})); then
+			echo
+			printf '%s\n' "${footnotes[@]}"
+		fi
 	done
 	if has_target fleetgate; then
 		echo
@@ -482,6 +552,11 @@ REPORT=$TMP/report.md
 			echo "fleetgate/${SHORT[$t]} = $(IFS=','; echo "${parts[*]}" | sed 's/,/, /g')"
 		done
 		echo '```'
+		echo
+		echo "proxy CPU: the proxy's own processes' CPU time over the run (100% = one core). Core busy: share of"
+		echo "each core outside idle (kernel loopback work included). A proxy whose core $PROXY_CPU is well below 100% was"
+		echo "held back by the load core ($LOAD_CPU: wrk and the origin), not by itself; a core busier than its"
+		echo "processes account for points at other load on the machine."
 	fi
 } >"$REPORT"
 

@@ -25,8 +25,8 @@ const (
 // Protocols each kind of object accepts today.
 var (
 	listenerProtocols = []string{ProtocolHTTP}
-	settingsProtocols = []string{ProtocolHTTP}
-	probeProtocols    = []string{ProtocolHTTP}
+	settingsProtocols = []string{ProtocolHTTP, ProtocolHTTPS}
+	probeProtocols    = []string{ProtocolHTTP, ProtocolHTTPS}
 	ruleTypes         = []string{RuleBasic, RulePathBased}
 )
 
@@ -49,6 +49,17 @@ func Validate(gw *fgv1.Gateway) error {
 	settings := names(gw.GetBackendHttpSettingsCollection(), (*fgv1.BackendHttpSettings).GetName)
 	maps := names(gw.GetUrlPathMaps(), (*fgv1.UrlPathMap).GetName)
 
+	roots := names(gw.GetTrustedRootCertificates(), (*fgv1.TrustedRootCertificate).GetName)
+	uniqueNames(v, "trustedRootCertificates", gw.GetTrustedRootCertificates(), (*fgv1.TrustedRootCertificate).GetName)
+	for i, r := range gw.GetTrustedRootCertificates() {
+		if _, err := ParseCertificates(r.GetData()); err != nil {
+			v.add(fmt.Sprintf("trustedRootCertificates[%d].data", i), err.Error())
+		}
+	}
+	probeByName := map[string]*fgv1.Probe{}
+	for _, p := range gw.GetProbes() {
+		probeByName[p.GetName()] = p
+	}
 	uniqueNames(v, "backendAddressPools", gw.GetBackendAddressPools(), (*fgv1.BackendAddressPool).GetName)
 	for i, p := range gw.GetBackendAddressPools() {
 		v.pool(fmt.Sprintf("backendAddressPools[%d]", i), p)
@@ -64,6 +75,13 @@ func Validate(gw *fgv1.Gateway) error {
 		v.oneOf(f+".protocol", s.GetProtocol(), settingsProtocols)
 		v.rangeOpt(f+".requestTimeout", s.RequestTimeout, MinTimeout, MaxTimeout)
 		v.ref(f+".probe", s.GetProbe(), probes, "probes", false)
+		v.settingsHost(f, s, probeByName[s.GetProbe()])
+		for k, r := range s.GetTrustedRootCertificates() {
+			v.ref(fmt.Sprintf("%s.trustedRootCertificates[%d]", f, k), r, roots, "trustedRootCertificates", true)
+		}
+		if len(s.GetTrustedRootCertificates()) > 0 && s.GetProtocol() != ProtocolHTTPS {
+			v.add(f+".trustedRootCertificates", "apply only to protocol Https")
+		}
 	}
 	uniqueNames(v, "urlPathMaps", gw.GetUrlPathMaps(), (*fgv1.UrlPathMap).GetName)
 	for i, m := range gw.GetUrlPathMaps() {
@@ -244,6 +262,23 @@ func (v *validator) pool(f string, p *fgv1.BackendAddressPool) {
 		default:
 			v.add(af, "one of ipAddress or fqdn is required")
 		}
+	}
+}
+
+// settingsHost checks the settings' host name choice, and that a probe picking its host from the
+// settings has one to pick.
+func (v *validator) settingsHost(f string, s *fgv1.BackendHttpSettings, p *fgv1.Probe) {
+	if h := s.GetHostName(); h != "" {
+		if s.GetPickHostNameFromBackendAddress() {
+			v.add(f+".hostName", "must be empty when pickHostNameFromBackendAddress is true")
+		} else if !hostRE.MatchString(strings.ToLower(h)) {
+			if _, err := netip.ParseAddr(h); err != nil {
+				v.add(f+".hostName", fmt.Sprintf("%q is not a host name or IP address", h))
+			}
+		}
+	}
+	if p.GetPickHostNameFromBackendHttpSettings() && s.GetHostName() == "" && !s.GetPickHostNameFromBackendAddress() {
+		v.add(f+".probe", fmt.Sprintf("probe %q picks its host name from these settings, which set neither hostName nor pickHostNameFromBackendAddress", p.GetName()))
 	}
 }
 

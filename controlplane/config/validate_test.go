@@ -279,8 +279,20 @@ func TestValidateRules(t *testing.T) {
 		{"settings/port 65535 ok", func(g *gw) { settings(g).Port = 65535 }, nil},
 		{"settings/protocol omitted ok", func(g *gw) { settings(g).Protocol = "" }, nil},
 		{"settings/protocol case-insensitive", func(g *gw) { settings(g).Protocol = "hTTp" }, nil},
-		{"settings/protocol Https not yet", func(g *gw) { settings(g).Protocol = "Https" },
-			[]fe{{"backendHttpSettingsCollection[0].protocol", `"Https" is not one of Http`}}},
+		{"settings/protocol Ftp", func(g *gw) { settings(g).Protocol = "Ftp" },
+			[]fe{{"backendHttpSettingsCollection[0].protocol", `"Ftp" is not one of Http, Https`}}},
+		{"settings/trusted root unknown", func(g *gw) { settings(g).Protocol = "Https"; settings(g).TrustedRootCertificates = []string{"nope"} },
+			[]fe{{"backendHttpSettingsCollection[0].trustedRootCertificates[0]", `"nope" does not name any of trustedRootCertificates`}}},
+		{"settings/trusted root on Http", func(g *gw) {
+			g.TrustedRootCertificates = []*fgv1.TrustedRootCertificate{{Name: "ca", Data: testCA}}
+			settings(g).TrustedRootCertificates = []string{"ca"}
+		}, []fe{{"backendHttpSettingsCollection[0].trustedRootCertificates", "apply only to protocol Https"}}},
+		{"settings/hostName with pick", func(g *gw) { settings(g).HostName = "a.test"; settings(g).PickHostNameFromBackendAddress = true },
+			[]fe{{"backendHttpSettingsCollection[0].hostName", "must be empty when pickHostNameFromBackendAddress"}}},
+		{"settings/probe picks host from settings without one", func(g *gw) { probe(g).Host = ""; probe(g).PickHostNameFromBackendHttpSettings = true },
+			[]fe{{"backendHttpSettingsCollection[0].probe", "set neither hostName nor pickHostNameFromBackendAddress"}}},
+		{"trustedRootCertificates/not PEM", func(g *gw) { g.TrustedRootCertificates = []*fgv1.TrustedRootCertificate{{Name: "ca", Data: "junk"}} },
+			[]fe{{"trustedRootCertificates[0].data", "holds no PEM CERTIFICATE block"}}},
 		{"settings/protocol unknown", func(g *gw) { settings(g).Protocol = "grpc" },
 			[]fe{{"backendHttpSettingsCollection[0].protocol", `"grpc" is not one of Http`}}},
 		{"settings/requestTimeout 0", func(g *gw) { settings(g).RequestTimeout = i32(0) },
@@ -301,11 +313,20 @@ func TestValidateRules(t *testing.T) {
 		// Probes.
 		{"probe/defaults ok", func(g *gw) { g.Probes[0] = &fgv1.Probe{Name: "probe1"} }, nil},
 		{"probe/protocol case-insensitive", func(g *gw) { probe(g).Protocol = "HTTP" }, nil},
-		{"probe/protocol Https not yet", func(g *gw) { probe(g).Protocol = "HTTPS" }, []fe{{"probes[0].protocol", `"Https" is not one of Http`}}},
+		{"probe/protocol Tcp", func(g *gw) { probe(g).Protocol = "Tcp" }, []fe{{"probes[0].protocol", `"Tcp" is not one of Http, Https`}}},
 		{"probe/protocol unknown", func(g *gw) { probe(g).Protocol = "tcp" }, []fe{{"probes[0].protocol", `"tcp" is not one of Http`}}},
-		{"probe/pickHostName with host", func(g *gw) { probe(g).PickHostNameFromBackendHttpSettings = true },
+		{"probe/pickHostName with host", func(g *gw) { probe(g).PickHostNameFromBackendHttpSettings = true; settings(g).HostName = "app.test" },
 			[]fe{{"probes[0].host", "must be empty when pickHostNameFromBackendHttpSettings is true"}}},
-		{"probe/pickHostName without host ok", func(g *gw) { probe(g).PickHostNameFromBackendHttpSettings = true; probe(g).Host = "" }, nil},
+		{"probe/pickHostName without host ok", func(g *gw) {
+			probe(g).PickHostNameFromBackendHttpSettings = true
+			probe(g).Host = ""
+			settings(g).PickHostNameFromBackendAddress = true
+		}, nil},
+		{"settings/Https with trusted root ok", func(g *gw) {
+			g.TrustedRootCertificates = []*fgv1.TrustedRootCertificate{{Name: "ca", Data: testCA}}
+			settings(g).Protocol = "https"
+			settings(g).TrustedRootCertificates = []string{"ca"}
+		}, nil},
 		{"probe/host name ok", func(g *gw) { probe(g).Host = "Health.Example.com" }, nil},
 		{"probe/host ipv6 ok", func(g *gw) { probe(g).Host = "::1" }, nil},
 		{"probe/host bad", func(g *gw) { probe(g).Host = "bad host" }, []fe{{"probes[0].host", `"bad host" is not a host name or IP address`}}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,7 @@ func newBackendHealthCommand(a *app) *cobra.Command {
 	var (
 		output = outputTable
 		pool   string
+		watch  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "backend-health [GATEWAY]",
@@ -33,7 +35,9 @@ Exit code 0 when every server is Healthy, 3 when any is not (Unhealthy, Partial,
 Unknown), 1 when the health could not be read.`,
 		Example: `  gatewayctl backend-health appgw1
   gatewayctl backend-health appgw1 --pool pool1
-  gatewayctl backend-health appgw1 -o json`,
+  gatewayctl backend-health appgw1 -o json
+  gatewayctl backend-health appgw1 --watch
+  gatewayctl backend-health history 127.0.0.10:9001 --gateway appgw1`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, outputTable, outputJSON); err != nil {
@@ -43,21 +47,28 @@ Unknown), 1 when the health could not be read.`,
 			if err != nil {
 				return err
 			}
-			var resp *fgv1.BackendHealthResponse
-			err = a.call(cmd.Context(), func(ctx context.Context, c fgv1.ConfigServiceClient) (err error) {
-				resp, err = c.BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: name, Pool: pool})
-				return err
-			})
+			fetch := func() (resp *fgv1.BackendHealthResponse, err error) {
+				err = a.call(cmd.Context(), func(ctx context.Context, c fgv1.ConfigServiceClient) (err error) {
+					resp, err = c.BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: name, Pool: pool})
+					return err
+				})
+				return resp, err
+			}
+			write := func(resp *fgv1.BackendHealthResponse) error {
+				if output == outputJSON {
+					return writeProtoJSON(a.stdout, resp)
+				}
+				return writeBackendHealth(a.stdout, resp, a.now(), a.color)
+			}
+			resp, err := fetch()
 			if err != nil {
 				return err
 			}
-			if output == outputJSON {
-				err = writeProtoJSON(a.stdout, resp)
-			} else {
-				err = writeBackendHealth(a.stdout, resp, a.now(), a.color)
-			}
-			if err != nil {
+			if err := write(resp); err != nil {
 				return err
+			}
+			if watch > 0 {
+				return watchHealth(cmd.Context(), a, resp, fetch, write, watch)
 			}
 			if !allHealthy(resp) {
 				return &exitError{code: ExitNotHealthy}
@@ -67,6 +78,93 @@ Unknown), 1 when the health could not be read.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", output, "output format: table or json")
 	cmd.Flags().StringVar(&pool, "pool", "", "show only this backend pool")
+	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "after the first answer, print it again whenever a server's health changes, checking this often (e.g. 2s); until interrupted")
+	cmd.Flags().Lookup("watch").NoOptDefVal = "2s"
+	cmd.AddCommand(newHistoryCommand(a))
+	return cmd
+}
+
+// watchHealth prints the health again, with a time stamp, each time a server's health, reason or
+// worker count changes, until ctx ends. Transient errors are reported and retried.
+func watchHealth(ctx context.Context, a *app, last *fgv1.BackendHealthResponse,
+	fetch func() (*fgv1.BackendHealthResponse, error), write func(*fgv1.BackendHealthResponse) error, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		resp, err := fetch()
+		if err != nil {
+			fmt.Fprintf(a.stderr, "%s error: %v\n", a.now().Format(time.TimeOnly), err)
+			continue
+		}
+		if healthSignature(resp) == healthSignature(last) {
+			continue
+		}
+		last = resp
+		fmt.Fprintf(a.stdout, "\n--- %s\n", a.now().Format(time.TimeOnly))
+		if err := write(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// healthSignature is what --watch compares: each server's health, reason and healthy worker count.
+func healthSignature(resp *fgv1.BackendHealthResponse) string {
+	var b strings.Builder
+	for _, p := range resp.GetPools() {
+		for _, s := range p.GetSettings() {
+			for _, srv := range s.GetServers() {
+				fmt.Fprintf(&b, "%s/%s/%s=%s,%s,%d/%d;", p.GetName(), s.GetName(), srv.GetAddress(),
+					srv.GetHealth(), srv.GetReason(), srv.GetHealthyDataplanes(), len(srv.GetDataplanes()))
+			}
+		}
+	}
+	return b.String()
+}
+
+func newHistoryCommand(a *app) *cobra.Command {
+	var output = outputTable
+	cmd := &cobra.Command{
+		Use:   "history ADDRESS",
+		Short: "Show a backend server's latest health transitions, as every worker saw them",
+		Long: `History lists the latest 50 health transitions of a backend server (host:port, or a host for
+every port), oldest first, merged from every data-plane worker's record: when, which worker, from
+which health to which, and why.`,
+		Example: `  gatewayctl backend-health history 127.0.0.10:9001 --gateway appgw1`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, outputTable, outputJSON); err != nil {
+				return err
+			}
+			name, err := a.gatewayName(nil)
+			if err != nil {
+				return err
+			}
+			var resp *fgv1.BackendHealthHistoryResponse
+			err = a.call(cmd.Context(), func(ctx context.Context, c fgv1.ConfigServiceClient) (err error) {
+				resp, err = c.BackendHealthHistory(ctx, &fgv1.BackendHealthHistoryRequest{Gateway: name, Address: args[0]})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if output == outputJSON {
+				return writeProtoJSON(a.stdout, resp)
+			}
+			w := newTable(a.stdout)
+			rawRow(w, "TIME", "DATAPLANE", "FROM", "TO", "REASON", "MESSAGE")
+			for _, t := range resp.GetTransitions() {
+				rawRow(w, cell(t.GetAt().AsTime().Local().Format(time.DateTime)), cell(t.GetDataplane()), cell(t.GetFrom()),
+					cell(t.GetTo()), cell(t.GetReason()), cell(t.GetMessage()))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", output, "output format: table or json")
 	return cmd
 }
 

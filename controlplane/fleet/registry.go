@@ -30,7 +30,7 @@ type Registry struct {
 
 	mu      sync.Mutex
 	session *concurrency.Session
-	own     map[string]*fgv1.DataPlane // by key: what this replica wrote
+	own     map[string][]byte // by key: what this replica wrote, to write again under a new lease
 	wg      sync.WaitGroup
 }
 
@@ -38,7 +38,7 @@ type Registry struct {
 // Opening the lease may take up to openTimeout. If the lease is later lost (etcd unreachable for longer
 // than ttl), a new one is opened and this replica's entries are written again.
 func NewRegistry(ctx context.Context, cli *clientv3.Client, ttl int, openTimeout time.Duration, log *slog.Logger) (*Registry, error) {
-	r := &Registry{cli: cli, ttl: ttl, log: log, own: map[string]*fgv1.DataPlane{}}
+	r := &Registry{cli: cli, ttl: ttl, log: log, own: map[string][]byte{}}
 	s, err := r.openSession(ctx, openTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("open fleet lease: %w", err)
@@ -86,14 +86,14 @@ func (r *Registry) renew(ctx context.Context) {
 			if err == nil {
 				r.mu.Lock()
 				r.session = s
-				own := make([]*fgv1.DataPlane, 0, len(r.own))
-				for _, dp := range r.own {
-					own = append(own, dp)
+				own := make(map[string][]byte, len(r.own))
+				for k, v := range r.own {
+					own[k] = v
 				}
 				r.mu.Unlock()
-				for _, dp := range own {
-					if err := r.Put(ctx, dp); err != nil {
-						r.log.Warn("re-register worker", "dataplane", dp.GetId(), "err", err)
+				for k, v := range own {
+					if _, err := r.cli.Put(ctx, k, string(v), clientv3.WithLease(s.Lease())); err != nil {
+						r.log.Warn("re-register under new lease", "key", k, "err", err)
 					}
 				}
 				break
@@ -106,28 +106,42 @@ func (r *Registry) renew(ctx context.Context) {
 	}
 }
 
-// Put writes a worker's entry (a clone is kept, so the caller may go on changing dp).
+// Put writes a worker's entry.
 func (r *Registry) Put(ctx context.Context, dp *fgv1.DataPlane) error {
-	dp = proto.Clone(dp).(*fgv1.DataPlane)
-	key := Key(dp.GetGateway(), dp.GetId())
-	val, err := proto.Marshal(dp)
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	r.own[key] = dp
-	lease := r.session.Lease()
-	r.mu.Unlock()
-	if _, err := r.cli.Put(ctx, key, string(val), clientv3.WithLease(lease)); err != nil {
+	if err := r.put(ctx, Key(dp.GetGateway(), dp.GetId()), dp); err != nil {
 		return fmt.Errorf("register dataplane %q: %w", dp.GetId(), err)
 	}
 	return nil
 }
 
-// Remove deletes a worker's entry if it is still this replica's (the worker may have reconnected to
-// another replica meanwhile).
+// Remove deletes a worker's entries (registration and health view) if they are still this
+// replica's: the worker may have reconnected to another replica meanwhile.
 func (r *Registry) Remove(ctx context.Context, gateway, id string) error {
-	key := Key(gateway, id)
+	if err := r.remove(ctx, Key(gateway, id)); err != nil {
+		return fmt.Errorf("unregister dataplane %q: %w", id, err)
+	}
+	if err := r.remove(ctx, HealthKey(gateway, id)); err != nil {
+		return fmt.Errorf("remove health of dataplane %q: %w", id, err)
+	}
+	return nil
+}
+
+// put writes a value under this replica's lease and remembers it.
+func (r *Registry) put(ctx context.Context, key string, m proto.Message) error {
+	val, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.own[key] = val
+	lease := r.session.Lease()
+	r.mu.Unlock()
+	_, err = r.cli.Put(ctx, key, string(val), clientv3.WithLease(lease))
+	return err
+}
+
+// remove deletes a key if it is under this replica's lease.
+func (r *Registry) remove(ctx context.Context, key string) error {
 	r.mu.Lock()
 	delete(r.own, key)
 	lease := r.session.Lease()
@@ -136,10 +150,7 @@ func (r *Registry) Remove(ctx context.Context, gateway, id string) error {
 		If(clientv3.Compare(clientv3.LeaseValue(key), "=", lease)).
 		Then(clientv3.OpDelete(key)).
 		Commit()
-	if err != nil {
-		return fmt.Errorf("unregister dataplane %q: %w", id, err)
-	}
-	return nil
+	return err
 }
 
 // List returns the workers of a gateway (all gateways when empty), sorted by gateway and id.

@@ -98,6 +98,9 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 	if err := send(); err != nil {
 		return err
 	}
+	hv := &healthView{}
+	staleCheck := time.NewTicker(time.Second)
+	defer staleCheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -108,7 +111,23 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 			if err := send(); err != nil {
 				return err
 			}
+		case now := <-staleCheck.C:
+			if hv.stale(now) {
+				log.Warn("health reports stopped; dropping this worker's view", "last_report", hv.lastReport)
+				if err := s.fleet.RemoveHealth(ctx, dp.Gateway, dp.Id); err != nil {
+					log.Warn("drop stale health view", "err", err)
+				}
+			}
 		case req := <-answers:
+			if rep := req.GetHealth(); rep != nil {
+				if write := hv.observe(rep, dp.Id, time.Now()); write != nil {
+					if err := s.fleet.PutHealth(ctx, dp.Gateway, dp.Id, write); err != nil {
+						log.Warn("store health view", "err", err)
+						hv.written = nil // try again with the next report
+					}
+				}
+				continue
+			}
 			next := proto.Clone(dp).(*fgv1.DataPlane)
 			switch k := req.GetKind().(type) {
 			case *fgv1.ConnectRequest_Ack:
@@ -160,4 +179,52 @@ func recvHello(stream fgv1.DataPlaneService_ConnectServer) (*fgv1.Hello, error) 
 		return nil, status.Error(codes.InvalidArgument, "hello.gateway: is required")
 	}
 	return h, nil
+}
+
+// healthView follows one worker's health reports on its stream: it says when the stored view must be
+// written (it changed) and when it went stale (no report, not even a heartbeat, for three heartbeat
+// periods).
+type healthView struct {
+	written    *fgv1.HealthReport
+	lastReport time.Time
+	period     time.Duration
+	dropped    bool
+}
+
+// observe records a report and returns the view to store, or nil when nothing changed.
+func (h *healthView) observe(rep *fgv1.HealthReport, dataplane string, now time.Time) *fgv1.HealthReport {
+	h.lastReport = now
+	if rep.GetHeartbeat() {
+		if h.dropped && h.written != nil {
+			h.dropped = false
+			return h.written
+		}
+		return nil
+	}
+	rep.Heartbeat = false
+	minInterval := int32(0)
+	for _, s := range rep.GetServers() {
+		// The worker speaks only for itself: transitions carry the stream's identity.
+		for _, t := range s.GetTransitions() {
+			t.Dataplane = dataplane
+		}
+		if iv := s.GetIntervalSeconds(); iv > 0 && (minInterval == 0 || iv < minInterval) {
+			minInterval = iv
+		}
+	}
+	h.period = min(max(time.Duration(minInterval)*time.Second, time.Second), 30*time.Second)
+	if h.written != nil && !h.dropped && proto.Equal(h.written, rep) {
+		return nil
+	}
+	h.written, h.dropped = rep, false
+	return rep
+}
+
+// stale reports, once, that the view outlived three heartbeat periods without a report.
+func (h *healthView) stale(now time.Time) bool {
+	if h.written == nil || h.dropped || now.Sub(h.lastReport) <= 3*h.period {
+		return false
+	}
+	h.dropped = true
+	return true
 }

@@ -6,6 +6,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/dataplane/health"
 	"github.com/fleetgate/fleetgate/dataplane/route"
 	"github.com/fleetgate/fleetgate/dataplane/upstream"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
@@ -25,8 +28,8 @@ type Proxy struct {
 	log   *slog.Logger
 	state atomic.Pointer[state]
 
-	mu        sync.Mutex // serializes Apply
-	upstreams map[string]*upstream.Pool
+	mu        sync.Mutex                // serializes Apply
+	upstreams map[string]*upstream.Pool // by upstreamOptions' key
 }
 
 // state is one applied configuration, immutable.
@@ -41,6 +44,7 @@ type backendSet struct {
 	pool, settings string
 	timeout        time.Duration
 	servers        []*server
+	minServers     int // the probe's fail-open floor
 	next           atomic.Uint64
 }
 
@@ -48,7 +52,11 @@ type backendSet struct {
 type server struct {
 	addr     string
 	upstream *upstream.Pool
+	health   *health.Tracker // nil: not probed, always usable
 }
+
+// HealthLookup finds the health state machine of a (settings, server) pair; nil if it is not probed.
+type HealthLookup func(health.Key) *health.Tracker
 
 // New returns a proxy with no configuration: every request gets 404 until Apply.
 func New(log *slog.Logger) *Proxy {
@@ -62,7 +70,8 @@ func (p *Proxy) Version() int64 { return p.state.Load().version }
 
 // Apply compiles a validated gateway and makes it current. Requests in flight finish with the
 // configuration they started with; connections to servers that remain are kept.
-func (p *Proxy) Apply(version int64, gw *fgv1.Gateway) (*route.Table, error) {
+// health gives each server's state machine, read on every request; nil treats every server as healthy.
+func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup) (*route.Table, error) {
 	table, err := route.Compile(gw)
 	if err != nil {
 		return nil, err
@@ -77,6 +86,10 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway) (*route.Table, error) {
 	for _, s := range gw.GetBackendHttpSettingsCollection() {
 		settings[s.GetName()] = s
 	}
+	probes := map[string]*fgv1.Probe{}
+	for _, pr := range gw.GetProbes() {
+		probes[pr.GetName()] = pr
+	}
 	used := map[string]*upstream.Pool{}
 	st := &state{version: version, table: table}
 	for _, pair := range table.Pairs() {
@@ -89,23 +102,35 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway) (*route.Table, error) {
 			timeout = config.DefaultRequestTimeout * time.Second
 		}
 		bs := &backendSet{pool: pair.Pool, settings: pair.Settings, timeout: timeout}
+		if pr := probes[set.GetProbe()]; pr != nil {
+			bs.minServers = int(pr.GetMinServers())
+		}
+		roots, rootsID, err := config.RootPool(gw, set)
+		if err != nil {
+			return nil, fmt.Errorf("backend settings %q: %w", set.GetName(), err)
+		}
 		for _, a := range bp.GetBackendAddresses() {
 			addr := config.ServerAddress(a, set.GetPort())
-			up := used[addr]
+			opts, poolKey := upstreamOptions(set, a, roots, rootsID)
+			up := used[poolKey]
 			if up == nil {
-				up = p.upstreams[addr]
+				up = p.upstreams[poolKey]
 				if up == nil {
-					up = upstream.NewPool(addr, upstream.Options{})
+					up = upstream.NewPool(addr, opts)
 				}
-				used[addr] = up
+				used[poolKey] = up
 			}
-			bs.servers = append(bs.servers, &server{addr: addr, upstream: up})
+			srv := &server{addr: addr, upstream: up}
+			if healthOf != nil {
+				srv.health = healthOf(health.Key{Settings: pair.Settings, Address: addr})
+			}
+			bs.servers = append(bs.servers, srv)
 		}
 		st.targets = append(st.targets, bs)
 	}
 	p.state.Store(st)
-	for addr, up := range p.upstreams {
-		if used[addr] == nil {
+	for key, up := range p.upstreams {
+		if used[key] == nil {
 			up.Close() // idle connections now; busy ones as their requests finish
 		}
 	}
@@ -166,11 +191,43 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// pick returns the next server round-robin, nil when the set is empty.
+// pick returns the next usable server round-robin, skipping unhealthy ones. When none is usable and
+// the probe sets minServers, the first minServers servers are treated as healthy (fail open).
+// It returns nil when no server may be used.
 func (bs *backendSet) pick() *server {
 	n := uint64(len(bs.servers))
 	if n == 0 {
 		return nil
 	}
-	return bs.servers[(bs.next.Add(1)-1)%n]
+	start := bs.next.Add(1) - 1
+	for i := range n {
+		s := bs.servers[(start+i)%n]
+		if s.health == nil || s.health.Usable() {
+			return s
+		}
+	}
+	if m := uint64(min(bs.minServers, len(bs.servers))); m > 0 {
+		return bs.servers[start%m]
+	}
+	return nil
+}
+
+// upstreamOptions returns the connection options to a server under some settings, and the key under
+// which its connection pool is shared: servers reached the same way share one pool across configs.
+// Https settings verify the server's certificate against roots (nil: the system roots) with the
+// server name taken from the settings' host name, else the server's address.
+func upstreamOptions(set *fgv1.BackendHttpSettings, a *fgv1.BackendAddress, roots *x509.CertPool, rootsID string) (upstream.Options, string) {
+	addr := config.ServerAddress(a, set.GetPort())
+	if set.GetProtocol() != config.ProtocolHTTPS {
+		return upstream.Options{}, addr
+	}
+	name := set.GetHostName()
+	if name == "" {
+		name = a.GetFqdn()
+	}
+	if name == "" {
+		name = a.GetIpAddress()
+	}
+	return upstream.Options{TLSConfig: &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS12}},
+		"https|" + addr + "|" + name + "|" + rootsID
 }

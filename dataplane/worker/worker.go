@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/agent"
+	"github.com/fleetgate/fleetgate/dataplane/health"
+	"github.com/fleetgate/fleetgate/dataplane/probe"
 	"github.com/fleetgate/fleetgate/dataplane/proxy"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
@@ -24,14 +26,17 @@ type Config struct {
 	BindAddress string
 	// ShutdownGrace bounds how long a removed listener's in-flight requests may take (default 30s).
 	ShutdownGrace time.Duration
-	Log           *slog.Logger
+	// Prober runs health probes (default probe.Run).
+	Prober health.Prober
+	Log    *slog.Logger
 }
 
 // Worker serves one gateway's listeners.
 type Worker struct {
 	cfg   Config
 	log   *slog.Logger
-	proxy *proxy.Proxy
+	proxy  *proxy.Proxy
+	health *health.Manager
 
 	mu        sync.Mutex // serializes Apply and Shutdown
 	listeners map[int32]*listener
@@ -54,8 +59,20 @@ func New(cfg Config) *Worker {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Worker{cfg: cfg, log: cfg.Log, proxy: proxy.New(cfg.Log), listeners: map[int32]*listener{}}
+	if cfg.Prober == nil {
+		cfg.Prober = health.ProberFunc(probe.Run)
+	}
+	return &Worker{
+		cfg:       cfg,
+		log:       cfg.Log,
+		proxy:     proxy.New(cfg.Log),
+		health:    health.NewManager(cfg.Prober, cfg.Log),
+		listeners: map[int32]*listener{},
+	}
 }
+
+// Health is the worker's probe manager: its view of the backend servers.
+func (w *Worker) Health() *health.Manager { return w.health }
 
 // Version is the configuration version being served.
 func (w *Worker) Version() int64 { return w.proxy.Version() }
@@ -68,8 +85,13 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 	defer w.mu.Unlock()
 	if snap.GetDeleted() {
 		w.proxy.Clear(snap.GetVersion())
+		w.health.Update(snap.GetVersion(), nil)
 		w.closeAllExcept(nil)
 		return nil
+	}
+	targets, err := health.Targets(snap.GetGateway())
+	if err != nil {
+		return err
 	}
 	want := map[int32]bool{}
 	for _, l := range snap.GetGateway().GetHttpListeners() {
@@ -89,7 +111,8 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 		}
 		opened[port] = &listener{ln: ln}
 	}
-	if _, err := w.proxy.Apply(snap.GetVersion(), snap.GetGateway()); err != nil {
+	w.health.Update(snap.GetVersion(), targets)
+	if _, err := w.proxy.Apply(snap.GetVersion(), snap.GetGateway(), w.health.Tracker); err != nil {
 		for _, o := range opened {
 			o.ln.Close()
 		}
@@ -155,6 +178,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 		l.wg.Wait()
 	}
 	w.closing.Wait()
+	w.health.Close()
 	return errors.Join(errs...)
 }
 

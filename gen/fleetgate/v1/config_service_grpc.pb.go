@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ConfigService_ApplyGateway_FullMethodName   = "/fleetgate.v1.ConfigService/ApplyGateway"
-	ConfigService_GetGateway_FullMethodName     = "/fleetgate.v1.ConfigService/GetGateway"
-	ConfigService_ListGateways_FullMethodName   = "/fleetgate.v1.ConfigService/ListGateways"
-	ConfigService_DeleteGateway_FullMethodName  = "/fleetgate.v1.ConfigService/DeleteGateway"
-	ConfigService_ListDataPlanes_FullMethodName = "/fleetgate.v1.ConfigService/ListDataPlanes"
-	ConfigService_BackendHealth_FullMethodName  = "/fleetgate.v1.ConfigService/BackendHealth"
+	ConfigService_ApplyGateway_FullMethodName         = "/fleetgate.v1.ConfigService/ApplyGateway"
+	ConfigService_GetGateway_FullMethodName           = "/fleetgate.v1.ConfigService/GetGateway"
+	ConfigService_ListGateways_FullMethodName         = "/fleetgate.v1.ConfigService/ListGateways"
+	ConfigService_DeleteGateway_FullMethodName        = "/fleetgate.v1.ConfigService/DeleteGateway"
+	ConfigService_ListDataPlanes_FullMethodName       = "/fleetgate.v1.ConfigService/ListDataPlanes"
+	ConfigService_BackendHealth_FullMethodName        = "/fleetgate.v1.ConfigService/BackendHealth"
+	ConfigService_BackendHealthHistory_FullMethodName = "/fleetgate.v1.ConfigService/BackendHealthHistory"
 )
 
 // ConfigServiceClient is the client API for ConfigService service.
@@ -47,6 +48,8 @@ type ConfigServiceClient interface {
 	ListDataPlanes(ctx context.Context, in *ListDataPlanesRequest, opts ...grpc.CallOption) (*ListDataPlanesResponse, error)
 	// BackendHealth reports the fleet-wide health of a gateway's backend servers.
 	BackendHealth(ctx context.Context, in *BackendHealthRequest, opts ...grpc.CallOption) (*BackendHealthResponse, error)
+	// BackendHealthHistory lists a server's latest health transitions.
+	BackendHealthHistory(ctx context.Context, in *BackendHealthHistoryRequest, opts ...grpc.CallOption) (*BackendHealthHistoryResponse, error)
 }
 
 type configServiceClient struct {
@@ -117,6 +120,16 @@ func (c *configServiceClient) BackendHealth(ctx context.Context, in *BackendHeal
 	return out, nil
 }
 
+func (c *configServiceClient) BackendHealthHistory(ctx context.Context, in *BackendHealthHistoryRequest, opts ...grpc.CallOption) (*BackendHealthHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BackendHealthHistoryResponse)
+	err := c.cc.Invoke(ctx, ConfigService_BackendHealthHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConfigServiceServer is the server API for ConfigService service.
 // All implementations must embed UnimplementedConfigServiceServer
 // for forward compatibility.
@@ -137,6 +150,8 @@ type ConfigServiceServer interface {
 	ListDataPlanes(context.Context, *ListDataPlanesRequest) (*ListDataPlanesResponse, error)
 	// BackendHealth reports the fleet-wide health of a gateway's backend servers.
 	BackendHealth(context.Context, *BackendHealthRequest) (*BackendHealthResponse, error)
+	// BackendHealthHistory lists a server's latest health transitions.
+	BackendHealthHistory(context.Context, *BackendHealthHistoryRequest) (*BackendHealthHistoryResponse, error)
 	mustEmbedUnimplementedConfigServiceServer()
 }
 
@@ -164,6 +179,9 @@ func (UnimplementedConfigServiceServer) ListDataPlanes(context.Context, *ListDat
 }
 func (UnimplementedConfigServiceServer) BackendHealth(context.Context, *BackendHealthRequest) (*BackendHealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BackendHealth not implemented")
+}
+func (UnimplementedConfigServiceServer) BackendHealthHistory(context.Context, *BackendHealthHistoryRequest) (*BackendHealthHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BackendHealthHistory not implemented")
 }
 func (UnimplementedConfigServiceServer) mustEmbedUnimplementedConfigServiceServer() {}
 func (UnimplementedConfigServiceServer) testEmbeddedByValue()                       {}
@@ -294,6 +312,24 @@ func _ConfigService_BackendHealth_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConfigService_BackendHealthHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BackendHealthHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServiceServer).BackendHealthHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigService_BackendHealthHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServiceServer).BackendHealthHistory(ctx, req.(*BackendHealthHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConfigService_ServiceDesc is the grpc.ServiceDesc for ConfigService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -324,6 +360,10 @@ var ConfigService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BackendHealth",
 			Handler:    _ConfigService_BackendHealth_Handler,
+		},
+		{
+			MethodName: "BackendHealthHistory",
+			Handler:    _ConfigService_BackendHealthHistory_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

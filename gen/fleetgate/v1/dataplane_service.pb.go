@@ -9,6 +9,7 @@ package fleetgatev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -31,6 +32,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Hello
 	//	*ConnectRequest_Ack
 	//	*ConnectRequest_Nack
+	//	*ConnectRequest_Health
 	Kind          isConnectRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -100,6 +102,15 @@ func (x *ConnectRequest) GetNack() *Nack {
 	return nil
 }
 
+func (x *ConnectRequest) GetHealth() *HealthReport {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectRequest_Health); ok {
+			return x.Health
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Kind interface {
 	isConnectRequest_Kind()
 }
@@ -119,11 +130,18 @@ type ConnectRequest_Nack struct {
 	Nack *Nack `protobuf:"bytes,3,opt,name=nack,proto3,oneof"`
 }
 
+type ConnectRequest_Health struct {
+	// The worker's current view of its backend servers' health.
+	Health *HealthReport `protobuf:"bytes,4,opt,name=health,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_Ack) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_Nack) isConnectRequest_Kind() {}
+
+func (*ConnectRequest_Health) isConnectRequest_Kind() {}
 
 // Hello identifies the worker.
 type Hello struct {
@@ -433,15 +451,191 @@ func (x *Snapshot) GetDeleted() bool {
 	return false
 }
 
+// HealthReport is a worker's whole current view of the servers it probes. It is sent when a server's
+// health changes (debounced) and as a periodic summary; each report replaces the previous one.
+type HealthReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configuration version the probes run under.
+	Version int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// One entry per probed (backend settings, server) pair.
+	Servers []*ServerHealthReport `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"`
+	// Nothing changed since the last report; servers is empty. Sent every shortest probe interval
+	// (1-30 s) so the control plane can tell a live view from a stale one.
+	Heartbeat     bool `protobuf:"varint,3,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthReport) Reset() {
+	*x = HealthReport{}
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthReport) ProtoMessage() {}
+
+func (x *HealthReport) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
+func (*HealthReport) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HealthReport) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *HealthReport) GetServers() []*ServerHealthReport {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+func (x *HealthReport) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
+}
+
+// ServerHealthReport is one worker's view of one server under one backend settings.
+type ServerHealthReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Backend settings name.
+	Settings string `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	// "host:port" probed.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Healthy, Unhealthy or Unknown (probe pending).
+	Health string `protobuf:"bytes,3,opt,name=health,proto3" json:"health,omitempty"`
+	// Reason code of the last failure.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The probe's message.
+	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// Time of the last probe whose result changed the report.
+	LastProbe *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_probe,json=lastProbe,proto3" json:"last_probe,omitempty"`
+	// The probe interval, seconds.
+	IntervalSeconds int32 `protobuf:"varint,7,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	// The latest health transitions, oldest first, at most 50.
+	Transitions   []*HealthTransition `protobuf:"bytes,8,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerHealthReport) Reset() {
+	*x = ServerHealthReport{}
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerHealthReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerHealthReport) ProtoMessage() {}
+
+func (x *ServerHealthReport) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerHealthReport.ProtoReflect.Descriptor instead.
+func (*ServerHealthReport) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ServerHealthReport) GetSettings() string {
+	if x != nil {
+		return x.Settings
+	}
+	return ""
+}
+
+func (x *ServerHealthReport) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ServerHealthReport) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *ServerHealthReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ServerHealthReport) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ServerHealthReport) GetLastProbe() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastProbe
+	}
+	return nil
+}
+
+func (x *ServerHealthReport) GetIntervalSeconds() int32 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
+func (x *ServerHealthReport) GetTransitions() []*HealthTransition {
+	if x != nil {
+		return x.Transitions
+	}
+	return nil
+}
+
 var File_fleetgate_v1_dataplane_service_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\n" +
-	"$fleetgate/v1/dataplane_service.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\"\x96\x01\n" +
+	"$fleetgate/v1/dataplane_service.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\x1a\x19fleetgate/v1/health.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n" +
 	"\x0eConnectRequest\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fleetgate.v1.HelloH\x00R\x05hello\x12%\n" +
 	"\x03ack\x18\x02 \x01(\v2\x11.fleetgate.v1.AckH\x00R\x03ack\x12(\n" +
-	"\x04nack\x18\x03 \x01(\v2\x12.fleetgate.v1.NackH\x00R\x04nackB\x06\n" +
+	"\x04nack\x18\x03 \x01(\v2\x12.fleetgate.v1.NackH\x00R\x04nack\x124\n" +
+	"\x06health\x18\x04 \x01(\v2\x1a.fleetgate.v1.HealthReportH\x00R\x06healthB\x06\n" +
 	"\x04kind\"\x87\x01\n" +
 	"\x05Hello\x12!\n" +
 	"\fdataplane_id\x18\x01 \x01(\tR\vdataplaneId\x12\x18\n" +
@@ -459,7 +653,21 @@ const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12/\n" +
 	"\agateway\x18\x02 \x01(\v2\x15.fleetgate.v1.GatewayR\agateway\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted2^\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\"\x82\x01\n" +
+	"\fHealthReport\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12:\n" +
+	"\aservers\x18\x02 \x03(\v2 .fleetgate.v1.ServerHealthReportR\aservers\x12\x1c\n" +
+	"\theartbeat\x18\x03 \x01(\bR\theartbeat\"\xbc\x02\n" +
+	"\x12ServerHealthReport\x12\x1a\n" +
+	"\bsettings\x18\x01 \x01(\tR\bsettings\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06health\x18\x03 \x01(\tR\x06health\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x129\n" +
+	"\n" +
+	"last_probe\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tlastProbe\x12)\n" +
+	"\x10interval_seconds\x18\a \x01(\x05R\x0fintervalSeconds\x12@\n" +
+	"\vtransitions\x18\b \x03(\v2\x1e.fleetgate.v1.HealthTransitionR\vtransitions2^\n" +
 	"\x10DataPlaneService\x12J\n" +
 	"\aConnect\x12\x1c.fleetgate.v1.ConnectRequest\x1a\x1d.fleetgate.v1.ConnectResponse(\x010\x01B\xb7\x01\n" +
 	"\x10com.fleetgate.v1B\x15DataplaneServiceProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
@@ -476,29 +684,37 @@ func file_fleetgate_v1_dataplane_service_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_dataplane_service_proto_rawDescData
 }
 
-var file_fleetgate_v1_dataplane_service_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_fleetgate_v1_dataplane_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_fleetgate_v1_dataplane_service_proto_goTypes = []any{
-	(*ConnectRequest)(nil),  // 0: fleetgate.v1.ConnectRequest
-	(*Hello)(nil),           // 1: fleetgate.v1.Hello
-	(*Ack)(nil),             // 2: fleetgate.v1.Ack
-	(*Nack)(nil),            // 3: fleetgate.v1.Nack
-	(*ConnectResponse)(nil), // 4: fleetgate.v1.ConnectResponse
-	(*Snapshot)(nil),        // 5: fleetgate.v1.Snapshot
-	(*Gateway)(nil),         // 6: fleetgate.v1.Gateway
+	(*ConnectRequest)(nil),        // 0: fleetgate.v1.ConnectRequest
+	(*Hello)(nil),                 // 1: fleetgate.v1.Hello
+	(*Ack)(nil),                   // 2: fleetgate.v1.Ack
+	(*Nack)(nil),                  // 3: fleetgate.v1.Nack
+	(*ConnectResponse)(nil),       // 4: fleetgate.v1.ConnectResponse
+	(*Snapshot)(nil),              // 5: fleetgate.v1.Snapshot
+	(*HealthReport)(nil),          // 6: fleetgate.v1.HealthReport
+	(*ServerHealthReport)(nil),    // 7: fleetgate.v1.ServerHealthReport
+	(*Gateway)(nil),               // 8: fleetgate.v1.Gateway
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*HealthTransition)(nil),      // 10: fleetgate.v1.HealthTransition
 }
 var file_fleetgate_v1_dataplane_service_proto_depIdxs = []int32{
-	1, // 0: fleetgate.v1.ConnectRequest.hello:type_name -> fleetgate.v1.Hello
-	2, // 1: fleetgate.v1.ConnectRequest.ack:type_name -> fleetgate.v1.Ack
-	3, // 2: fleetgate.v1.ConnectRequest.nack:type_name -> fleetgate.v1.Nack
-	5, // 3: fleetgate.v1.ConnectResponse.snapshot:type_name -> fleetgate.v1.Snapshot
-	6, // 4: fleetgate.v1.Snapshot.gateway:type_name -> fleetgate.v1.Gateway
-	0, // 5: fleetgate.v1.DataPlaneService.Connect:input_type -> fleetgate.v1.ConnectRequest
-	4, // 6: fleetgate.v1.DataPlaneService.Connect:output_type -> fleetgate.v1.ConnectResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	1,  // 0: fleetgate.v1.ConnectRequest.hello:type_name -> fleetgate.v1.Hello
+	2,  // 1: fleetgate.v1.ConnectRequest.ack:type_name -> fleetgate.v1.Ack
+	3,  // 2: fleetgate.v1.ConnectRequest.nack:type_name -> fleetgate.v1.Nack
+	6,  // 3: fleetgate.v1.ConnectRequest.health:type_name -> fleetgate.v1.HealthReport
+	5,  // 4: fleetgate.v1.ConnectResponse.snapshot:type_name -> fleetgate.v1.Snapshot
+	8,  // 5: fleetgate.v1.Snapshot.gateway:type_name -> fleetgate.v1.Gateway
+	7,  // 6: fleetgate.v1.HealthReport.servers:type_name -> fleetgate.v1.ServerHealthReport
+	9,  // 7: fleetgate.v1.ServerHealthReport.last_probe:type_name -> google.protobuf.Timestamp
+	10, // 8: fleetgate.v1.ServerHealthReport.transitions:type_name -> fleetgate.v1.HealthTransition
+	0,  // 9: fleetgate.v1.DataPlaneService.Connect:input_type -> fleetgate.v1.ConnectRequest
+	4,  // 10: fleetgate.v1.DataPlaneService.Connect:output_type -> fleetgate.v1.ConnectResponse
+	10, // [10:11] is the sub-list for method output_type
+	9,  // [9:10] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_dataplane_service_proto_init() }
@@ -507,10 +723,12 @@ func file_fleetgate_v1_dataplane_service_proto_init() {
 		return
 	}
 	file_fleetgate_v1_gateway_proto_init()
+	file_fleetgate_v1_health_proto_init()
 	file_fleetgate_v1_dataplane_service_proto_msgTypes[0].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Ack)(nil),
 		(*ConnectRequest_Nack)(nil),
+		(*ConnectRequest_Health)(nil),
 	}
 	file_fleetgate_v1_dataplane_service_proto_msgTypes[4].OneofWrappers = []any{
 		(*ConnectResponse_Snapshot)(nil),
@@ -521,7 +739,7 @@ func file_fleetgate_v1_dataplane_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_dataplane_service_proto_rawDesc), len(file_fleetgate_v1_dataplane_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,8 +40,10 @@ type Gateway struct {
 	UrlPathMaps []*UrlPathMap `protobuf:"bytes,6,rep,name=url_path_maps,json=urlPathMaps,proto3" json:"url_path_maps,omitempty"`
 	// Bind listeners to backends.
 	RequestRoutingRules []*RequestRoutingRule `protobuf:"bytes,7,rep,name=request_routing_rules,json=requestRoutingRules,proto3" json:"request_routing_rules,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// CA certificates that Https backend settings may trust instead of the system roots.
+	TrustedRootCertificates []*TrustedRootCertificate `protobuf:"bytes,8,rep,name=trusted_root_certificates,json=trustedRootCertificates,proto3" json:"trusted_root_certificates,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Gateway) Reset() {
@@ -123,6 +125,68 @@ func (x *Gateway) GetRequestRoutingRules() []*RequestRoutingRule {
 	return nil
 }
 
+func (x *Gateway) GetTrustedRootCertificates() []*TrustedRootCertificate {
+	if x != nil {
+		return x.TrustedRootCertificates
+	}
+	return nil
+}
+
+// TrustedRootCertificate is a CA certificate, referenced by name from backend settings.
+type TrustedRootCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique among trusted root certificates.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// PEM-encoded CA certificate(s).
+	Data          string `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustedRootCertificate) Reset() {
+	*x = TrustedRootCertificate{}
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustedRootCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustedRootCertificate) ProtoMessage() {}
+
+func (x *TrustedRootCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustedRootCertificate.ProtoReflect.Descriptor instead.
+func (*TrustedRootCertificate) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TrustedRootCertificate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TrustedRootCertificate) GetData() string {
+	if x != nil {
+		return x.Data
+	}
+	return ""
+}
+
 // HttpListener accepts client connections on a port.
 type HttpListener struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -143,7 +207,7 @@ type HttpListener struct {
 
 func (x *HttpListener) Reset() {
 	*x = HttpListener{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +219,7 @@ func (x *HttpListener) String() string {
 func (*HttpListener) ProtoMessage() {}
 
 func (x *HttpListener) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +232,7 @@ func (x *HttpListener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpListener.ProtoReflect.Descriptor instead.
 func (*HttpListener) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{1}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HttpListener) GetName() string {
@@ -219,7 +283,7 @@ type BackendAddressPool struct {
 
 func (x *BackendAddressPool) Reset() {
 	*x = BackendAddressPool{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +295,7 @@ func (x *BackendAddressPool) String() string {
 func (*BackendAddressPool) ProtoMessage() {}
 
 func (x *BackendAddressPool) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +308,7 @@ func (x *BackendAddressPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendAddressPool.ProtoReflect.Descriptor instead.
 func (*BackendAddressPool) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BackendAddressPool) GetName() string {
@@ -275,7 +339,7 @@ type BackendAddress struct {
 
 func (x *BackendAddress) Reset() {
 	*x = BackendAddress{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +351,7 @@ func (x *BackendAddress) String() string {
 func (*BackendAddress) ProtoMessage() {}
 
 func (x *BackendAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +364,7 @@ func (x *BackendAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendAddress.ProtoReflect.Descriptor instead.
 func (*BackendAddress) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BackendAddress) GetIpAddress() string {
@@ -324,19 +388,26 @@ type BackendHttpSettings struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Backend port, 1-65535.
 	Port int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
-	// Http. Default Http.
+	// Http or Https. Default Http.
 	Protocol string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	// Seconds to wait for a backend's response headers, 1-86400 (default 20). 504 past it.
 	RequestTimeout *int32 `protobuf:"varint,4,opt,name=request_timeout,json=requestTimeout,proto3,oneof" json:"request_timeout,omitempty"`
 	// Name of a custom probe. Empty: the default probe.
-	Probe         string `protobuf:"bytes,5,opt,name=probe,proto3" json:"probe,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Probe string `protobuf:"bytes,5,opt,name=probe,proto3" json:"probe,omitempty"`
+	// Host header (and TLS server name) sent to the backend instead of the client's.
+	HostName string `protobuf:"bytes,6,opt,name=host_name,json=hostName,proto3" json:"host_name,omitempty"`
+	// Use the server's address (IP or FQDN) as the Host header. Excludes host_name.
+	PickHostNameFromBackendAddress bool `protobuf:"varint,7,opt,name=pick_host_name_from_backend_address,json=pickHostNameFromBackendAddress,proto3" json:"pick_host_name_from_backend_address,omitempty"`
+	// Https: names of trusted_root_certificates entries. When any is given, only those roots are
+	// trusted; otherwise the system roots are.
+	TrustedRootCertificates []string `protobuf:"bytes,8,rep,name=trusted_root_certificates,json=trustedRootCertificates,proto3" json:"trusted_root_certificates,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *BackendHttpSettings) Reset() {
 	*x = BackendHttpSettings{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +419,7 @@ func (x *BackendHttpSettings) String() string {
 func (*BackendHttpSettings) ProtoMessage() {}
 
 func (x *BackendHttpSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +432,7 @@ func (x *BackendHttpSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHttpSettings.ProtoReflect.Descriptor instead.
 func (*BackendHttpSettings) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BackendHttpSettings) GetName() string {
@@ -399,6 +470,27 @@ func (x *BackendHttpSettings) GetProbe() string {
 	return ""
 }
 
+func (x *BackendHttpSettings) GetHostName() string {
+	if x != nil {
+		return x.HostName
+	}
+	return ""
+}
+
+func (x *BackendHttpSettings) GetPickHostNameFromBackendAddress() bool {
+	if x != nil {
+		return x.PickHostNameFromBackendAddress
+	}
+	return false
+}
+
+func (x *BackendHttpSettings) GetTrustedRootCertificates() []string {
+	if x != nil {
+		return x.TrustedRootCertificates
+	}
+	return nil
+}
+
 // Probe is a custom health probe.
 type Probe struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -431,7 +523,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +535,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +548,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Probe) GetName() string {
@@ -549,7 +641,7 @@ type ProbeMatch struct {
 
 func (x *ProbeMatch) Reset() {
 	*x = ProbeMatch{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +653,7 @@ func (x *ProbeMatch) String() string {
 func (*ProbeMatch) ProtoMessage() {}
 
 func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +666,7 @@ func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeMatch.ProtoReflect.Descriptor instead.
 func (*ProbeMatch) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProbeMatch) GetStatusCodes() []string {
@@ -608,7 +700,7 @@ type UrlPathMap struct {
 
 func (x *UrlPathMap) Reset() {
 	*x = UrlPathMap{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +712,7 @@ func (x *UrlPathMap) String() string {
 func (*UrlPathMap) ProtoMessage() {}
 
 func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +725,7 @@ func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UrlPathMap.ProtoReflect.Descriptor instead.
 func (*UrlPathMap) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UrlPathMap) GetName() string {
@@ -682,7 +774,7 @@ type PathRule struct {
 
 func (x *PathRule) Reset() {
 	*x = PathRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +786,7 @@ func (x *PathRule) String() string {
 func (*PathRule) ProtoMessage() {}
 
 func (x *PathRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +799,7 @@ func (x *PathRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathRule.ProtoReflect.Descriptor instead.
 func (*PathRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PathRule) GetName() string {
@@ -761,7 +853,7 @@ type RequestRoutingRule struct {
 
 func (x *RequestRoutingRule) Reset() {
 	*x = RequestRoutingRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +865,7 @@ func (x *RequestRoutingRule) String() string {
 func (*RequestRoutingRule) ProtoMessage() {}
 
 func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +878,7 @@ func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRoutingRule.ProtoReflect.Descriptor instead.
 func (*RequestRoutingRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RequestRoutingRule) GetName() string {
@@ -842,7 +934,7 @@ var File_fleetgate_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x1afleetgate/v1/gateway.proto\x12\ffleetgate.v1\"\xe3\x03\n" +
+	"\x1afleetgate/v1/gateway.proto\x12\ffleetgate.v1\"\xc5\x04\n" +
 	"\aGateway\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
 	"\x0ehttp_listeners\x18\x02 \x03(\v2\x1a.fleetgate.v1.HttpListenerR\rhttpListeners\x12T\n" +
@@ -850,7 +942,11 @@ const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	" backend_http_settings_collection\x18\x04 \x03(\v2!.fleetgate.v1.BackendHttpSettingsR\x1dbackendHttpSettingsCollection\x12+\n" +
 	"\x06probes\x18\x05 \x03(\v2\x13.fleetgate.v1.ProbeR\x06probes\x12<\n" +
 	"\rurl_path_maps\x18\x06 \x03(\v2\x18.fleetgate.v1.UrlPathMapR\vurlPathMaps\x12T\n" +
-	"\x15request_routing_rules\x18\a \x03(\v2 .fleetgate.v1.RequestRoutingRuleR\x13requestRoutingRules\"\x8e\x01\n" +
+	"\x15request_routing_rules\x18\a \x03(\v2 .fleetgate.v1.RequestRoutingRuleR\x13requestRoutingRules\x12`\n" +
+	"\x19trusted_root_certificates\x18\b \x03(\v2$.fleetgate.v1.TrustedRootCertificateR\x17trustedRootCertificates\"@\n" +
+	"\x16TrustedRootCertificate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\tR\x04data\"\x8e\x01\n" +
 	"\fHttpListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -864,13 +960,16 @@ const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\x0eBackendAddress\x12\x1d\n" +
 	"\n" +
 	"ip_address\x18\x01 \x01(\tR\tipAddress\x12\x12\n" +
-	"\x04fqdn\x18\x02 \x01(\tR\x04fqdn\"\xb1\x01\n" +
+	"\x04fqdn\x18\x02 \x01(\tR\x04fqdn\"\xd7\x02\n" +
 	"\x13BackendHttpSettings\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1a\n" +
 	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12,\n" +
 	"\x0frequest_timeout\x18\x04 \x01(\x05H\x00R\x0erequestTimeout\x88\x01\x01\x12\x14\n" +
-	"\x05probe\x18\x05 \x01(\tR\x05probeB\x12\n" +
+	"\x05probe\x18\x05 \x01(\tR\x05probe\x12\x1b\n" +
+	"\thost_name\x18\x06 \x01(\tR\bhostName\x12K\n" +
+	"#pick_host_name_from_backend_address\x18\a \x01(\bR\x1epickHostNameFromBackendAddress\x12:\n" +
+	"\x19trusted_root_certificates\x18\b \x03(\tR\x17trustedRootCertificatesB\x12\n" +
 	"\x10_request_timeout\"\xd1\x03\n" +
 	"\x05Probe\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -931,34 +1030,36 @@ func file_fleetgate_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_gateway_proto_rawDescData
 }
 
-var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_fleetgate_v1_gateway_proto_goTypes = []any{
-	(*Gateway)(nil),             // 0: fleetgate.v1.Gateway
-	(*HttpListener)(nil),        // 1: fleetgate.v1.HttpListener
-	(*BackendAddressPool)(nil),  // 2: fleetgate.v1.BackendAddressPool
-	(*BackendAddress)(nil),      // 3: fleetgate.v1.BackendAddress
-	(*BackendHttpSettings)(nil), // 4: fleetgate.v1.BackendHttpSettings
-	(*Probe)(nil),               // 5: fleetgate.v1.Probe
-	(*ProbeMatch)(nil),          // 6: fleetgate.v1.ProbeMatch
-	(*UrlPathMap)(nil),          // 7: fleetgate.v1.UrlPathMap
-	(*PathRule)(nil),            // 8: fleetgate.v1.PathRule
-	(*RequestRoutingRule)(nil),  // 9: fleetgate.v1.RequestRoutingRule
+	(*Gateway)(nil),                // 0: fleetgate.v1.Gateway
+	(*TrustedRootCertificate)(nil), // 1: fleetgate.v1.TrustedRootCertificate
+	(*HttpListener)(nil),           // 2: fleetgate.v1.HttpListener
+	(*BackendAddressPool)(nil),     // 3: fleetgate.v1.BackendAddressPool
+	(*BackendAddress)(nil),         // 4: fleetgate.v1.BackendAddress
+	(*BackendHttpSettings)(nil),    // 5: fleetgate.v1.BackendHttpSettings
+	(*Probe)(nil),                  // 6: fleetgate.v1.Probe
+	(*ProbeMatch)(nil),             // 7: fleetgate.v1.ProbeMatch
+	(*UrlPathMap)(nil),             // 8: fleetgate.v1.UrlPathMap
+	(*PathRule)(nil),               // 9: fleetgate.v1.PathRule
+	(*RequestRoutingRule)(nil),     // 10: fleetgate.v1.RequestRoutingRule
 }
 var file_fleetgate_v1_gateway_proto_depIdxs = []int32{
-	1, // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
-	2, // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
-	4, // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
-	5, // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
-	7, // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
-	9, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
-	3, // 6: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
-	6, // 7: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
-	8, // 8: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	2,  // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
+	3,  // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
+	5,  // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
+	6,  // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
+	8,  // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
+	10, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
+	1,  // 6: fleetgate.v1.Gateway.trusted_root_certificates:type_name -> fleetgate.v1.TrustedRootCertificate
+	4,  // 7: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
+	7,  // 8: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
+	9,  // 9: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_gateway_proto_init() }
@@ -966,16 +1067,16 @@ func file_fleetgate_v1_gateway_proto_init() {
 	if File_fleetgate_v1_gateway_proto != nil {
 		return
 	}
-	file_fleetgate_v1_gateway_proto_msgTypes[4].OneofWrappers = []any{}
 	file_fleetgate_v1_gateway_proto_msgTypes[5].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[9].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[6].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_gateway_proto_rawDesc), len(file_fleetgate_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

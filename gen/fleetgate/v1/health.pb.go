@@ -263,9 +263,11 @@ type BackendServerHealth struct {
 	// Human-readable message: the probe's log.
 	HealthProbeLog string `protobuf:"bytes,4,opt,name=health_probe_log,json=healthProbeLog,proto3" json:"health_probe_log,omitempty"`
 	// Each worker's own view.
-	Dataplanes    []*DataPlaneServerHealth `protobuf:"bytes,5,rep,name=dataplanes,proto3" json:"dataplanes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Dataplanes []*DataPlaneServerHealth `protobuf:"bytes,5,rep,name=dataplanes,proto3" json:"dataplanes,omitempty"`
+	// Workers that see it healthy.
+	HealthyDataplanes int32 `protobuf:"varint,6,opt,name=healthy_dataplanes,json=healthyDataplanes,proto3" json:"healthy_dataplanes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *BackendServerHealth) Reset() {
@@ -331,6 +333,13 @@ func (x *BackendServerHealth) GetDataplanes() []*DataPlaneServerHealth {
 		return x.Dataplanes
 	}
 	return nil
+}
+
+func (x *BackendServerHealth) GetHealthyDataplanes() int32 {
+	if x != nil {
+		return x.HealthyDataplanes
+	}
+	return 0
 }
 
 // DataPlaneServerHealth is one worker's view of one server.
@@ -415,6 +424,198 @@ func (x *DataPlaneServerHealth) GetLastProbe() *timestamppb.Timestamp {
 	return nil
 }
 
+// HealthTransition is one change of a server's health as one worker saw it.
+type HealthTransition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When.
+	At *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// Worker that saw it.
+	Dataplane string `protobuf:"bytes,2,opt,name=dataplane,proto3" json:"dataplane,omitempty"`
+	// Health before.
+	From string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	// Health after.
+	To string `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	// Reason code of the failure that caused it (empty for recoveries).
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The probe's message.
+	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthTransition) Reset() {
+	*x = HealthTransition{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthTransition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthTransition) ProtoMessage() {}
+
+func (x *HealthTransition) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthTransition.ProtoReflect.Descriptor instead.
+func (*HealthTransition) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HealthTransition) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *HealthTransition) GetDataplane() string {
+	if x != nil {
+		return x.Dataplane
+	}
+	return ""
+}
+
+func (x *HealthTransition) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *HealthTransition) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *HealthTransition) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *HealthTransition) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// BackendHealthHistoryRequest selects a server.
+type BackendHealthHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gateway name.
+	Gateway string `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Server "host:port", or a host alone (every port).
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendHealthHistoryRequest) Reset() {
+	*x = BackendHealthHistoryRequest{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendHealthHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendHealthHistoryRequest) ProtoMessage() {}
+
+func (x *BackendHealthHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendHealthHistoryRequest.ProtoReflect.Descriptor instead.
+func (*BackendHealthHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BackendHealthHistoryRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *BackendHealthHistoryRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// BackendHealthHistoryResponse lists a server's transitions as every worker saw them.
+type BackendHealthHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first, the latest 50.
+	Transitions   []*HealthTransition `protobuf:"bytes,1,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendHealthHistoryResponse) Reset() {
+	*x = BackendHealthHistoryResponse{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendHealthHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendHealthHistoryResponse) ProtoMessage() {}
+
+func (x *BackendHealthHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendHealthHistoryResponse.ProtoReflect.Descriptor instead.
+func (*BackendHealthHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BackendHealthHistoryResponse) GetTransitions() []*HealthTransition {
+	if x != nil {
+		return x.Transitions
+	}
+	return nil
+}
+
 var File_fleetgate_v1_health_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_health_proto_rawDesc = "" +
@@ -432,7 +633,7 @@ const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\bsettings\x18\x02 \x03(\v2#.fleetgate.v1.BackendSettingsHealthR\bsettings\"h\n" +
 	"\x15BackendSettingsHealth\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
-	"\aservers\x18\x02 \x03(\v2!.fleetgate.v1.BackendServerHealthR\aservers\"\xce\x01\n" +
+	"\aservers\x18\x02 \x03(\v2!.fleetgate.v1.BackendServerHealthR\aservers\"\xfd\x01\n" +
 	"\x13BackendServerHealth\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +
@@ -440,14 +641,27 @@ const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\x10health_probe_log\x18\x04 \x01(\tR\x0ehealthProbeLog\x12C\n" +
 	"\n" +
 	"dataplanes\x18\x05 \x03(\v2#.fleetgate.v1.DataPlaneServerHealthR\n" +
-	"dataplanes\"\xba\x01\n" +
+	"dataplanes\x12-\n" +
+	"\x12healthy_dataplanes\x18\x06 \x01(\x05R\x11healthyDataplanes\"\xba\x01\n" +
 	"\x15DataPlaneServerHealth\x12\x1c\n" +
 	"\tdataplane\x18\x01 \x01(\tR\tdataplane\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x129\n" +
 	"\n" +
-	"last_probe\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tlastProbeB\xad\x01\n" +
+	"last_probe\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tlastProbe\"\xb2\x01\n" +
+	"\x10HealthTransition\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1c\n" +
+	"\tdataplane\x18\x02 \x01(\tR\tdataplane\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x04 \x01(\tR\x02to\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"Q\n" +
+	"\x1bBackendHealthHistoryRequest\x12\x18\n" +
+	"\agateway\x18\x01 \x01(\tR\agateway\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"`\n" +
+	"\x1cBackendHealthHistoryResponse\x12@\n" +
+	"\vtransitions\x18\x01 \x03(\v2\x1e.fleetgate.v1.HealthTransitionR\vtransitionsB\xad\x01\n" +
 	"\x10com.fleetgate.v1B\vHealthProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
 
 var (
@@ -462,27 +676,32 @@ func file_fleetgate_v1_health_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_health_proto_rawDescData
 }
 
-var file_fleetgate_v1_health_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_fleetgate_v1_health_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_fleetgate_v1_health_proto_goTypes = []any{
-	(*BackendHealthRequest)(nil),  // 0: fleetgate.v1.BackendHealthRequest
-	(*BackendHealthResponse)(nil), // 1: fleetgate.v1.BackendHealthResponse
-	(*BackendPoolHealth)(nil),     // 2: fleetgate.v1.BackendPoolHealth
-	(*BackendSettingsHealth)(nil), // 3: fleetgate.v1.BackendSettingsHealth
-	(*BackendServerHealth)(nil),   // 4: fleetgate.v1.BackendServerHealth
-	(*DataPlaneServerHealth)(nil), // 5: fleetgate.v1.DataPlaneServerHealth
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*BackendHealthRequest)(nil),         // 0: fleetgate.v1.BackendHealthRequest
+	(*BackendHealthResponse)(nil),        // 1: fleetgate.v1.BackendHealthResponse
+	(*BackendPoolHealth)(nil),            // 2: fleetgate.v1.BackendPoolHealth
+	(*BackendSettingsHealth)(nil),        // 3: fleetgate.v1.BackendSettingsHealth
+	(*BackendServerHealth)(nil),          // 4: fleetgate.v1.BackendServerHealth
+	(*DataPlaneServerHealth)(nil),        // 5: fleetgate.v1.DataPlaneServerHealth
+	(*HealthTransition)(nil),             // 6: fleetgate.v1.HealthTransition
+	(*BackendHealthHistoryRequest)(nil),  // 7: fleetgate.v1.BackendHealthHistoryRequest
+	(*BackendHealthHistoryResponse)(nil), // 8: fleetgate.v1.BackendHealthHistoryResponse
+	(*timestamppb.Timestamp)(nil),        // 9: google.protobuf.Timestamp
 }
 var file_fleetgate_v1_health_proto_depIdxs = []int32{
 	2, // 0: fleetgate.v1.BackendHealthResponse.pools:type_name -> fleetgate.v1.BackendPoolHealth
 	3, // 1: fleetgate.v1.BackendPoolHealth.settings:type_name -> fleetgate.v1.BackendSettingsHealth
 	4, // 2: fleetgate.v1.BackendSettingsHealth.servers:type_name -> fleetgate.v1.BackendServerHealth
 	5, // 3: fleetgate.v1.BackendServerHealth.dataplanes:type_name -> fleetgate.v1.DataPlaneServerHealth
-	6, // 4: fleetgate.v1.DataPlaneServerHealth.last_probe:type_name -> google.protobuf.Timestamp
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	9, // 4: fleetgate.v1.DataPlaneServerHealth.last_probe:type_name -> google.protobuf.Timestamp
+	9, // 5: fleetgate.v1.HealthTransition.at:type_name -> google.protobuf.Timestamp
+	6, // 6: fleetgate.v1.BackendHealthHistoryResponse.transitions:type_name -> fleetgate.v1.HealthTransition
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_health_proto_init() }
@@ -496,7 +715,7 @@ func file_fleetgate_v1_health_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_health_proto_rawDesc), len(file_fleetgate_v1_health_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
