@@ -33,8 +33,8 @@ type Config struct {
 
 // Worker serves one gateway's listeners.
 type Worker struct {
-	cfg   Config
-	log   *slog.Logger
+	cfg    Config
+	log    *slog.Logger
 	proxy  *proxy.Proxy
 	health *health.Manager
 
