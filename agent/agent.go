@@ -34,6 +34,8 @@ type HealthSource interface {
 	Changed() <-chan struct{}
 	// MinInterval is the shortest probe interval (0: nothing probed).
 	MinInterval() time.Duration
+	// ProbeNow probes one (settings, server) pair now, for an operator.
+	ProbeNow(ctx context.Context, settings, address string) (*fgv1.ProbeResult, error)
 }
 
 // Reporting cadence: a change is sent after ReportDebounce (so a burst of changes goes as one
@@ -159,6 +161,8 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 
 	// One goroutine receives; this one owns every send.
 	snaps := make(chan *fgv1.Snapshot)
+	probeCalls := make(chan *fgv1.ProbeCall)
+	probeReplies := make(chan *fgv1.ProbeReply, 4)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -173,6 +177,13 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 			if snap := resp.GetSnapshot(); snap != nil {
 				select {
 				case snaps <- snap:
+				case <-sctx.Done():
+					return
+				}
+			}
+			if call := resp.GetProbeCall(); call != nil {
+				select {
+				case probeCalls <- call:
 				case <-sctx.Done():
 					return
 				}
@@ -205,6 +216,26 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 				answer = &fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Ack{Ack: &fgv1.Ack{Version: snap.GetVersion()}}}
 			}
 			if err := stream.Send(answer); err != nil {
+				return true, err
+			}
+		case call := <-probeCalls:
+			// Probes may take their whole timeout: run them beside the stream.
+			go func() {
+				reply := &fgv1.ProbeReply{Id: call.GetId()}
+				if a.cfg.Health == nil {
+					reply.Error = "this worker runs no probes"
+				} else if res, err := a.cfg.Health.ProbeNow(sctx, call.GetSettings(), call.GetAddress()); err != nil {
+					reply.Error = err.Error()
+				} else {
+					reply.Result = res
+				}
+				select {
+				case probeReplies <- reply:
+				case <-sctx.Done():
+				}
+			}()
+		case reply := <-probeReplies:
+			if err := stream.Send(&fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_ProbeReply{ProbeReply: reply}}); err != nil {
 				return true, err
 			}
 		case <-changed:

@@ -153,6 +153,7 @@ Exit codes: 0 success, 1 error, 2 usage error, 3 not all backend servers healthy
 		newDeleteCommand(a),
 		newDataPlanesCommand(a),
 		newBackendHealthCommand(a),
+		newProbeCommand(a),
 	)
 	return root
 }

@@ -3,10 +3,6 @@ package fleet
 import (
 	"context"
 	"fmt"
-	"strings"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetgate/fleetgate/controlplane/store"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
@@ -32,22 +28,4 @@ func (r *Registry) RemoveHealth(ctx context.Context, gateway, id string) error {
 		return fmt.Errorf("remove health of dataplane %q: %w", id, err)
 	}
 	return nil
-}
-
-// Health returns the fresh health views of a gateway's workers, by worker id.
-func (r *Registry) Health(ctx context.Context, gateway string) (map[string]*fgv1.HealthReport, error) {
-	prefix := HealthPrefix + gateway + "/"
-	resp, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read health of gateway %q: %w", gateway, err)
-	}
-	out := make(map[string]*fgv1.HealthReport, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		rep := &fgv1.HealthReport{}
-		if err := proto.Unmarshal(kv.Value, rep); err != nil {
-			return nil, fmt.Errorf("read health %s: %w", kv.Key, err)
-		}
-		out[strings.TrimPrefix(string(kv.Key), prefix)] = rep
-	}
-	return out, nil
 }

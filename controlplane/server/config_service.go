@@ -19,8 +19,10 @@ import (
 type configService struct {
 	fgv1.UnimplementedConfigServiceServer
 	store *store.Store
-	fleet *fleet.Registry
-	log   *slog.Logger
+	fleet  *fleet.Registry
+	health  *fleet.HealthCache
+	streams *streams
+	log     *slog.Logger
 }
 
 var _ fgv1.ConfigServiceServer = (*configService)(nil)

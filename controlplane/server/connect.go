@@ -23,6 +23,7 @@ type dataPlaneService struct {
 	fgv1.UnimplementedDataPlaneServiceServer
 	cache   *snapshot.Cache
 	fleet   *fleet.Registry
+	streams *streams
 	replica string
 	log     *slog.Logger
 }
@@ -99,6 +100,10 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 		return err
 	}
 	hv := &healthView{}
+	ws := &workerStream{id: dp.Id, calls: make(chan probeCall)}
+	s.streams.add(dp.Gateway, ws)
+	defer s.streams.remove(dp.Gateway, ws)
+	pending := map[string]chan *fgv1.ProbeReply{}
 	staleCheck := time.NewTicker(time.Second)
 	defer staleCheck.Stop()
 	for {
@@ -118,7 +123,19 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 					log.Warn("drop stale health view", "err", err)
 				}
 			}
+		case call := <-ws.calls:
+			pending[call.msg.GetId()] = call.reply
+			if err := stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_ProbeCall{ProbeCall: call.msg}}); err != nil {
+				return err
+			}
 		case req := <-answers:
+			if r := req.GetProbeReply(); r != nil {
+				if reply := pending[r.GetId()]; reply != nil {
+					delete(pending, r.GetId())
+					reply <- r
+				}
+				continue
+			}
 			if rep := req.GetHealth(); rep != nil {
 				if write := hv.observe(rep, dp.Id, time.Now()); write != nil {
 					if err := s.fleet.PutHealth(ctx, dp.Gateway, dp.Id, write); err != nil {

@@ -32,11 +32,7 @@ func (s *configService) BackendHealth(ctx context.Context, req *fgv1.BackendHeal
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	views, err := s.fleet.Health(ctx, req.GetGateway())
-	if err != nil {
-		return nil, toStatus(s.log, err)
-	}
-	resp := Aggregate(st.Gateway, views, req.GetPool())
+	resp := Aggregate(st.Gateway, s.health.Views(req.GetGateway()), req.GetPool())
 	resp.Revision = st.Revision
 	if req.GetPool() != "" && len(resp.Pools) == 0 {
 		return nil, status.Errorf(codes.NotFound, "pool %q: not in gateway %q", req.GetPool(), req.GetGateway())
@@ -49,11 +45,7 @@ func (s *configService) BackendHealthHistory(ctx context.Context, req *fgv1.Back
 	if req.GetAddress() == "" {
 		return nil, status.Error(codes.InvalidArgument, "address: is required (host:port or host)")
 	}
-	views, err := s.fleet.Health(ctx, req.GetGateway())
-	if err != nil {
-		return nil, toStatus(s.log, err)
-	}
-	return &fgv1.BackendHealthHistoryResponse{Transitions: History(views, req.GetAddress())}, nil
+	return &fgv1.BackendHealthHistoryResponse{Transitions: History(s.health.Views(req.GetGateway()), req.GetAddress())}, nil
 }
 
 type pairKey struct{ settings, address string }

@@ -54,8 +54,9 @@ type Server struct {
 	cli    *clientv3.Client
 	fleet  *fleet.Registry
 	cache  *snapshot.Cache
+	health *fleet.HealthCache
 	grpc   *grpc.Server
-	health *health.Server
+	hc     *health.Server
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -116,10 +117,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.fleet = reg
 	s.cache = snapshot.New(s.log)
-	s.wg.Add(1)
+	s.health = fleet.NewHealthCache(s.log)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		_ = s.cache.Run(runCtx, cli)
+	}()
+	go func() {
+		defer s.wg.Done()
+		_ = s.health.Run(runCtx, cli)
 	}()
 
 	s.grpc = grpc.NewServer(
@@ -134,10 +140,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}),
 	)
-	fgv1.RegisterConfigServiceServer(s.grpc, &configService{store: store.New(cli), fleet: reg, log: s.log})
-	fgv1.RegisterDataPlaneServiceServer(s.grpc, &dataPlaneService{cache: s.cache, fleet: reg, replica: cfg.Replica, log: s.log})
-	s.health = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+		local := newStreams()
+	fgv1.RegisterConfigServiceServer(s.grpc, &configService{store: store.New(cli), fleet: reg, health: s.health, streams: local, log: s.log})
+	fgv1.RegisterDataPlaneServiceServer(s.grpc, &dataPlaneService{cache: s.cache, fleet: reg, streams: local, replica: cfg.Replica, log: s.log})
+	s.hc = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.hc)
 	reflection.Register(s.grpc)
 	return s, nil
 }
@@ -150,14 +157,19 @@ func (s *Server) Serve(lis net.Listener) error {
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("could not read gateways from etcd within 30s")
 	}
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	select {
+	case <-s.health.Ready():
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("could not read health views from etcd within 30s")
+	}
+	s.hc.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("control plane serving", "listen", lis.Addr().String(), "replica", s.cfg.Replica)
 	return s.grpc.Serve(lis)
 }
 
 // Stop ends every stream and call, releases this replica's fleet lease and closes etcd.
 func (s *Server) Stop() {
-	s.health.Shutdown()
+	s.hc.Shutdown()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {

@@ -5,12 +5,14 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetgate/fleetgate/dataplane/probe"
@@ -165,13 +167,32 @@ func (m *Manager) Target(k Key) (Target, bool) {
 	return r.target, true
 }
 
-// ProbeNow runs one probe of a pair right now, outside its schedule and without counting it.
-func (m *Manager) ProbeNow(ctx context.Context, k Key) (probe.Result, bool) {
-	t, ok := m.Target(k)
+// ProbeNow runs one probe of a pair right now, outside its schedule and without counting it toward
+// the pair's health.
+func (m *Manager) ProbeNow(ctx context.Context, settings, address string) (*fgv1.ProbeResult, error) {
+	t, ok := m.Target(Key{Settings: settings, Address: address})
 	if !ok {
-		return probe.Result{}, false
+		return nil, fmt.Errorf("server %s under settings %q is not probed by this worker", address, settings)
 	}
-	return m.prober.Probe(ctx, t.Spec), true
+	return ResultProto(m.prober.Probe(ctx, t.Spec)), nil
+}
+
+// ResultProto converts a probe result for the API.
+func ResultProto(r probe.Result) *fgv1.ProbeResult {
+	out := &fgv1.ProbeResult{
+		Healthy:  r.Healthy,
+		Reason:   r.Reason,
+		Message:  r.Message,
+		Hint:     r.Hint,
+		Status:   int32(r.Status),
+		Address:  r.Addr,
+		Duration: durationpb.New(r.Duration),
+		At:       timestamppb.New(r.At),
+	}
+	for _, st := range r.Stages {
+		out.Stages = append(out.Stages, &fgv1.ProbeStage{Name: st.Name, Duration: durationpb.New(st.Duration), Detail: st.Detail, Error: st.Err})
+	}
+	return out
 }
 
 // MinInterval is the shortest probe interval among the targets (0 without targets).

@@ -79,6 +79,9 @@ type Spec struct {
 	CustomRoots bool           // RootCAs holds configured trustedRootCertificates only (affects classification)
 	ServerName  string         // SNI and name to verify; default HostHeader (without a port), then Host
 	Resolver    Resolver       // nil: net.DefaultResolver
+	// LocalIP, if valid, is the source address of the probe's connection: the worker's own address,
+	// so that backends see probes come from where its traffic comes from.
+	LocalIP netip.Addr
 }
 
 // Resolver resolves an FQDN server's host. *net.Resolver implements it; a
@@ -216,7 +219,13 @@ func (p *prober) run() {
 	addr := ap.String()
 	p.r.Addr, p.target = addr, addr
 	var d net.Dialer
-	conn, err := d.DialTCP(p.ctx, "tcp", netip.AddrPort{}, ap)
+	// DialContext, not DialTCP with a zero local address: that would bind()
+	// before connect() and lose the kernel's per-destination port reuse.
+	// A source address is bound only when asked for.
+	if p.s.LocalIP.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.s.LocalIP, 0))
+	}
+	conn, err := d.DialContext(p.ctx, "tcp", addr)
 	if err != nil {
 		p.stage(StageTCP, "", err.Error())
 		if p.timedOut(err) {
@@ -410,7 +419,7 @@ func (p *prober) failTimeout(during string) {
 		p.fail(ReasonTimeout, "probe of "+p.target+" canceled "+during+": "+context.Canceled.Error())
 		return
 	}
-	budget := p.deadline.Sub(p.start).Round(time.Millisecond)
+	budget := max(p.deadline.Sub(p.start), 0).Round(time.Millisecond)
 	p.fail(ReasonTimeout, "no complete response from "+p.target+" within the probe timeout of "+budget.String()+
 		": timed out "+during+" after "+time.Since(p.start).Round(time.Millisecond).String())
 }

@@ -379,6 +379,15 @@ func TestRunParentContext(t *testing.T) {
 		}
 		wantUnhealthy(t, r, ReasonTimeout, "waiting for the response header")
 	})
+	t.Run("deadline already passed: connect stage", func(t *testing.T) {
+		ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+		defer cancel()
+		r := Run(ctx, specFor(t, srv))
+		wantUnhealthy(t, r, ReasonTimeout, "timed out connecting", srv.Listener.Addr().String())
+		if got := stageNames(r); got != "tcp" {
+			t.Errorf("stages = %s", got)
+		}
+	})
 	t.Run("canceled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(200*time.Millisecond, cancel)
@@ -408,5 +417,50 @@ func TestHints(t *testing.T) {
 	}
 	if !strings.Contains(Hint(ReasonStatusMismatch), "match.statusCodes") {
 		t.Error(Hint(ReasonStatusMismatch))
+	}
+}
+
+func TestRunAddressing(t *testing.T) {
+	srv := startHTTP(t, okHandler("ok"))
+	_, port := hostPort(t, srv.Listener.Addr().String())
+	t.Run("invalid port", func(t *testing.T) {
+		r := Run(context.Background(), Spec{Protocol: "Http", Host: "127.0.0.1", Port: 70000, Timeout: time.Second})
+		wantUnhealthy(t, r, ReasonTCPConnect, "127.0.0.1", "port 70000", "invalid port")
+	})
+	t.Run("default port", func(t *testing.T) {
+		// Whatever listens there (usually nothing), the address dialled is :80 / :443.
+		for proto, want := range map[string]string{"Http": "127.0.0.1:80", "Https": "127.0.0.1:443"} {
+			r := Run(context.Background(), Spec{Protocol: proto, Host: "127.0.0.1", Timeout: time.Second})
+			if r.Addr != want {
+				t.Errorf("%s: Addr = %q, want %q", proto, r.Addr, want)
+			}
+		}
+	})
+	t.Run("resolver answer is not an IP", func(t *testing.T) {
+		r := Run(context.Background(), Spec{Protocol: "Http", Host: "x.fleetgate.test", Port: port, Timeout: time.Second,
+			Resolver: resolverFunc(func(context.Context, string) ([]string, error) { return []string{"elsewhere.test"}, nil })})
+		wantUnhealthy(t, r, ReasonDNS, `"x.fleetgate.test"`, `"elsewhere.test", not an IP address`)
+	})
+	t.Run("custom resolver, first address dialled", func(t *testing.T) {
+		r := Run(context.Background(), Spec{Protocol: "Http", Host: "x.fleetgate.test", Port: port, Timeout: time.Second,
+			Resolver: resolverFunc(func(context.Context, string) ([]string, error) { return []string{"127.0.0.1", "127.0.0.2"}, nil })})
+		wantHealthy(t, r)
+		if st := r.Stages[0]; st.Name != StageDNS || st.Detail != "127.0.0.1,127.0.0.2" {
+			t.Errorf("dns stage %+v", st)
+		}
+		if want := "127.0.0.1:" + strconv.Itoa(port); r.Addr != want {
+			t.Errorf("Addr = %q, want %q", r.Addr, want)
+		}
+	})
+}
+
+func TestStripPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"": "", "backend.test": "backend.test", "backend.test:8443": "backend.test",
+		"[::1]": "::1", "[::1]:443": "::1", "::1": "::1", "[bad": "[bad",
+	} {
+		if got := stripPort(in); got != want {
+			t.Errorf("stripPort(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

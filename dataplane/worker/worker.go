@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/http"
 	"strconv"
 	"sync"
@@ -92,6 +93,11 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 	targets, err := health.Targets(snap.GetGateway())
 	if err != nil {
 		return err
+	}
+	if ip, err := netip.ParseAddr(w.cfg.BindAddress); err == nil && !ip.IsUnspecified() {
+		for i := range targets {
+			targets[i].Spec.LocalIP = ip
+		}
 	}
 	want := map[int32]bool{}
 	for _, l := range snap.GetGateway().GetHttpListeners() {

@@ -791,7 +791,7 @@ const file_fleetgate_v1_config_service_proto_rawDesc = "" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12)\n" +
 	"\x10rejected_version\x18\a \x01(\x03R\x0frejectedVersion\x12\"\n" +
 	"\fcontrolplane\x18\b \x01(\tR\fcontrolplane\x12=\n" +
-	"\fconnected_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt2\x8e\x05\n" +
+	"\fconnected_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt2\xe5\x05\n" +
 	"\rConfigService\x12U\n" +
 	"\fApplyGateway\x12!.fleetgate.v1.ApplyGatewayRequest\x1a\".fleetgate.v1.ApplyGatewayResponse\x12O\n" +
 	"\n" +
@@ -800,7 +800,8 @@ const file_fleetgate_v1_config_service_proto_rawDesc = "" +
 	"\rDeleteGateway\x12\".fleetgate.v1.DeleteGatewayRequest\x1a#.fleetgate.v1.DeleteGatewayResponse\x12[\n" +
 	"\x0eListDataPlanes\x12#.fleetgate.v1.ListDataPlanesRequest\x1a$.fleetgate.v1.ListDataPlanesResponse\x12X\n" +
 	"\rBackendHealth\x12\".fleetgate.v1.BackendHealthRequest\x1a#.fleetgate.v1.BackendHealthResponse\x12m\n" +
-	"\x14BackendHealthHistory\x12).fleetgate.v1.BackendHealthHistoryRequest\x1a*.fleetgate.v1.BackendHealthHistoryResponseB\xb4\x01\n" +
+	"\x14BackendHealthHistory\x12).fleetgate.v1.BackendHealthHistoryRequest\x1a*.fleetgate.v1.BackendHealthHistoryResponse\x12U\n" +
+	"\fProbeBackend\x12!.fleetgate.v1.ProbeBackendRequest\x1a\".fleetgate.v1.ProbeBackendResponseB\xb4\x01\n" +
 	"\x10com.fleetgate.v1B\x12ConfigServiceProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
 
 var (
@@ -833,8 +834,10 @@ var file_fleetgate_v1_config_service_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil),        // 13: google.protobuf.Timestamp
 	(*BackendHealthRequest)(nil),         // 14: fleetgate.v1.BackendHealthRequest
 	(*BackendHealthHistoryRequest)(nil),  // 15: fleetgate.v1.BackendHealthHistoryRequest
-	(*BackendHealthResponse)(nil),        // 16: fleetgate.v1.BackendHealthResponse
-	(*BackendHealthHistoryResponse)(nil), // 17: fleetgate.v1.BackendHealthHistoryResponse
+	(*ProbeBackendRequest)(nil),          // 16: fleetgate.v1.ProbeBackendRequest
+	(*BackendHealthResponse)(nil),        // 17: fleetgate.v1.BackendHealthResponse
+	(*BackendHealthHistoryResponse)(nil), // 18: fleetgate.v1.BackendHealthHistoryResponse
+	(*ProbeBackendResponse)(nil),         // 19: fleetgate.v1.ProbeBackendResponse
 }
 var file_fleetgate_v1_config_service_proto_depIdxs = []int32{
 	12, // 0: fleetgate.v1.ApplyGatewayRequest.gateway:type_name -> fleetgate.v1.Gateway
@@ -850,15 +853,17 @@ var file_fleetgate_v1_config_service_proto_depIdxs = []int32{
 	9,  // 10: fleetgate.v1.ConfigService.ListDataPlanes:input_type -> fleetgate.v1.ListDataPlanesRequest
 	14, // 11: fleetgate.v1.ConfigService.BackendHealth:input_type -> fleetgate.v1.BackendHealthRequest
 	15, // 12: fleetgate.v1.ConfigService.BackendHealthHistory:input_type -> fleetgate.v1.BackendHealthHistoryRequest
-	1,  // 13: fleetgate.v1.ConfigService.ApplyGateway:output_type -> fleetgate.v1.ApplyGatewayResponse
-	3,  // 14: fleetgate.v1.ConfigService.GetGateway:output_type -> fleetgate.v1.GetGatewayResponse
-	5,  // 15: fleetgate.v1.ConfigService.ListGateways:output_type -> fleetgate.v1.ListGatewaysResponse
-	8,  // 16: fleetgate.v1.ConfigService.DeleteGateway:output_type -> fleetgate.v1.DeleteGatewayResponse
-	10, // 17: fleetgate.v1.ConfigService.ListDataPlanes:output_type -> fleetgate.v1.ListDataPlanesResponse
-	16, // 18: fleetgate.v1.ConfigService.BackendHealth:output_type -> fleetgate.v1.BackendHealthResponse
-	17, // 19: fleetgate.v1.ConfigService.BackendHealthHistory:output_type -> fleetgate.v1.BackendHealthHistoryResponse
-	13, // [13:20] is the sub-list for method output_type
-	6,  // [6:13] is the sub-list for method input_type
+	16, // 13: fleetgate.v1.ConfigService.ProbeBackend:input_type -> fleetgate.v1.ProbeBackendRequest
+	1,  // 14: fleetgate.v1.ConfigService.ApplyGateway:output_type -> fleetgate.v1.ApplyGatewayResponse
+	3,  // 15: fleetgate.v1.ConfigService.GetGateway:output_type -> fleetgate.v1.GetGatewayResponse
+	5,  // 16: fleetgate.v1.ConfigService.ListGateways:output_type -> fleetgate.v1.ListGatewaysResponse
+	8,  // 17: fleetgate.v1.ConfigService.DeleteGateway:output_type -> fleetgate.v1.DeleteGatewayResponse
+	10, // 18: fleetgate.v1.ConfigService.ListDataPlanes:output_type -> fleetgate.v1.ListDataPlanesResponse
+	17, // 19: fleetgate.v1.ConfigService.BackendHealth:output_type -> fleetgate.v1.BackendHealthResponse
+	18, // 20: fleetgate.v1.ConfigService.BackendHealthHistory:output_type -> fleetgate.v1.BackendHealthHistoryResponse
+	19, // 21: fleetgate.v1.ConfigService.ProbeBackend:output_type -> fleetgate.v1.ProbeBackendResponse
+	14, // [14:22] is the sub-list for method output_type
+	6,  // [6:14] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name

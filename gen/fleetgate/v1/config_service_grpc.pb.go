@@ -26,6 +26,7 @@ const (
 	ConfigService_ListDataPlanes_FullMethodName       = "/fleetgate.v1.ConfigService/ListDataPlanes"
 	ConfigService_BackendHealth_FullMethodName        = "/fleetgate.v1.ConfigService/BackendHealth"
 	ConfigService_BackendHealthHistory_FullMethodName = "/fleetgate.v1.ConfigService/BackendHealthHistory"
+	ConfigService_ProbeBackend_FullMethodName         = "/fleetgate.v1.ConfigService/ProbeBackend"
 )
 
 // ConfigServiceClient is the client API for ConfigService service.
@@ -50,6 +51,8 @@ type ConfigServiceClient interface {
 	BackendHealth(ctx context.Context, in *BackendHealthRequest, opts ...grpc.CallOption) (*BackendHealthResponse, error)
 	// BackendHealthHistory lists a server's latest health transitions.
 	BackendHealthHistory(ctx context.Context, in *BackendHealthHistoryRequest, opts ...grpc.CallOption) (*BackendHealthHistoryResponse, error)
+	// ProbeBackend has a worker probe one server now and returns each stage of the probe.
+	ProbeBackend(ctx context.Context, in *ProbeBackendRequest, opts ...grpc.CallOption) (*ProbeBackendResponse, error)
 }
 
 type configServiceClient struct {
@@ -130,6 +133,16 @@ func (c *configServiceClient) BackendHealthHistory(ctx context.Context, in *Back
 	return out, nil
 }
 
+func (c *configServiceClient) ProbeBackend(ctx context.Context, in *ProbeBackendRequest, opts ...grpc.CallOption) (*ProbeBackendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProbeBackendResponse)
+	err := c.cc.Invoke(ctx, ConfigService_ProbeBackend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConfigServiceServer is the server API for ConfigService service.
 // All implementations must embed UnimplementedConfigServiceServer
 // for forward compatibility.
@@ -152,6 +165,8 @@ type ConfigServiceServer interface {
 	BackendHealth(context.Context, *BackendHealthRequest) (*BackendHealthResponse, error)
 	// BackendHealthHistory lists a server's latest health transitions.
 	BackendHealthHistory(context.Context, *BackendHealthHistoryRequest) (*BackendHealthHistoryResponse, error)
+	// ProbeBackend has a worker probe one server now and returns each stage of the probe.
+	ProbeBackend(context.Context, *ProbeBackendRequest) (*ProbeBackendResponse, error)
 	mustEmbedUnimplementedConfigServiceServer()
 }
 
@@ -182,6 +197,9 @@ func (UnimplementedConfigServiceServer) BackendHealth(context.Context, *BackendH
 }
 func (UnimplementedConfigServiceServer) BackendHealthHistory(context.Context, *BackendHealthHistoryRequest) (*BackendHealthHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BackendHealthHistory not implemented")
+}
+func (UnimplementedConfigServiceServer) ProbeBackend(context.Context, *ProbeBackendRequest) (*ProbeBackendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ProbeBackend not implemented")
 }
 func (UnimplementedConfigServiceServer) mustEmbedUnimplementedConfigServiceServer() {}
 func (UnimplementedConfigServiceServer) testEmbeddedByValue()                       {}
@@ -330,6 +348,24 @@ func _ConfigService_BackendHealthHistory_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConfigService_ProbeBackend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProbeBackendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServiceServer).ProbeBackend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigService_ProbeBackend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServiceServer).ProbeBackend(ctx, req.(*ProbeBackendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConfigService_ServiceDesc is the grpc.ServiceDesc for ConfigService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -364,6 +400,10 @@ var ConfigService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BackendHealthHistory",
 			Handler:    _ConfigService_BackendHealthHistory_Handler,
+		},
+		{
+			MethodName: "ProbeBackend",
+			Handler:    _ConfigService_ProbeBackend_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -33,6 +33,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Ack
 	//	*ConnectRequest_Nack
 	//	*ConnectRequest_Health
+	//	*ConnectRequest_ProbeReply
 	Kind          isConnectRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -111,6 +112,15 @@ func (x *ConnectRequest) GetHealth() *HealthReport {
 	return nil
 }
 
+func (x *ConnectRequest) GetProbeReply() *ProbeReply {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectRequest_ProbeReply); ok {
+			return x.ProbeReply
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Kind interface {
 	isConnectRequest_Kind()
 }
@@ -135,6 +145,11 @@ type ConnectRequest_Health struct {
 	Health *HealthReport `protobuf:"bytes,4,opt,name=health,proto3,oneof"`
 }
 
+type ConnectRequest_ProbeReply struct {
+	// The outcome of an on-demand probe.
+	ProbeReply *ProbeReply `protobuf:"bytes,5,opt,name=probe_reply,json=probeReply,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_Ack) isConnectRequest_Kind() {}
@@ -142,6 +157,8 @@ func (*ConnectRequest_Ack) isConnectRequest_Kind() {}
 func (*ConnectRequest_Nack) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_Health) isConnectRequest_Kind() {}
+
+func (*ConnectRequest_ProbeReply) isConnectRequest_Kind() {}
 
 // Hello identifies the worker.
 type Hello struct {
@@ -325,6 +342,7 @@ type ConnectResponse struct {
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*ConnectResponse_Snapshot
+	//	*ConnectResponse_ProbeCall
 	Kind          isConnectResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -376,6 +394,15 @@ func (x *ConnectResponse) GetSnapshot() *Snapshot {
 	return nil
 }
 
+func (x *ConnectResponse) GetProbeCall() *ProbeCall {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectResponse_ProbeCall); ok {
+			return x.ProbeCall
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Kind interface {
 	isConnectResponse_Kind()
 }
@@ -385,7 +412,14 @@ type ConnectResponse_Snapshot struct {
 	Snapshot *Snapshot `protobuf:"bytes,1,opt,name=snapshot,proto3,oneof"`
 }
 
+type ConnectResponse_ProbeCall struct {
+	// Probe a server now.
+	ProbeCall *ProbeCall `protobuf:"bytes,2,opt,name=probe_call,json=probeCall,proto3,oneof"`
+}
+
 func (*ConnectResponse_Snapshot) isConnectResponse_Kind() {}
+
+func (*ConnectResponse_ProbeCall) isConnectResponse_Kind() {}
 
 // Snapshot is a versioned configuration of one gateway.
 type Snapshot struct {
@@ -626,16 +660,146 @@ func (x *ServerHealthReport) GetTransitions() []*HealthTransition {
 	return nil
 }
 
+// ProbeCall asks the worker to probe one (settings, server) pair now.
+type ProbeCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Matches the reply to the call.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Backend settings name.
+	Settings string `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Server "host:port".
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeCall) Reset() {
+	*x = ProbeCall{}
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeCall) ProtoMessage() {}
+
+func (x *ProbeCall) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeCall.ProtoReflect.Descriptor instead.
+func (*ProbeCall) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ProbeCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ProbeCall) GetSettings() string {
+	if x != nil {
+		return x.Settings
+	}
+	return ""
+}
+
+func (x *ProbeCall) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// ProbeReply answers a ProbeCall.
+type ProbeReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Outcome, unset on error.
+	Result *ProbeResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// Why the probe could not run (e.g. the worker does not probe that pair).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeReply) Reset() {
+	*x = ProbeReply{}
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeReply) ProtoMessage() {}
+
+func (x *ProbeReply) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeReply.ProtoReflect.Descriptor instead.
+func (*ProbeReply) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ProbeReply) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ProbeReply) GetResult() *ProbeResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ProbeReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_fleetgate_v1_dataplane_service_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\n" +
-	"$fleetgate/v1/dataplane_service.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\x1a\x19fleetgate/v1/health.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n" +
+	"$fleetgate/v1/dataplane_service.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\x1a\x19fleetgate/v1/health.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x02\n" +
 	"\x0eConnectRequest\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fleetgate.v1.HelloH\x00R\x05hello\x12%\n" +
 	"\x03ack\x18\x02 \x01(\v2\x11.fleetgate.v1.AckH\x00R\x03ack\x12(\n" +
 	"\x04nack\x18\x03 \x01(\v2\x12.fleetgate.v1.NackH\x00R\x04nack\x124\n" +
-	"\x06health\x18\x04 \x01(\v2\x1a.fleetgate.v1.HealthReportH\x00R\x06healthB\x06\n" +
+	"\x06health\x18\x04 \x01(\v2\x1a.fleetgate.v1.HealthReportH\x00R\x06health\x12;\n" +
+	"\vprobe_reply\x18\x05 \x01(\v2\x18.fleetgate.v1.ProbeReplyH\x00R\n" +
+	"probeReplyB\x06\n" +
 	"\x04kind\"\x87\x01\n" +
 	"\x05Hello\x12!\n" +
 	"\fdataplane_id\x18\x01 \x01(\tR\vdataplaneId\x12\x18\n" +
@@ -646,9 +810,11 @@ const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\"6\n" +
 	"\x04Nack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"O\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\x89\x01\n" +
 	"\x0fConnectResponse\x124\n" +
-	"\bsnapshot\x18\x01 \x01(\v2\x16.fleetgate.v1.SnapshotH\x00R\bsnapshotB\x06\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x16.fleetgate.v1.SnapshotH\x00R\bsnapshot\x128\n" +
+	"\n" +
+	"probe_call\x18\x02 \x01(\v2\x17.fleetgate.v1.ProbeCallH\x00R\tprobeCallB\x06\n" +
 	"\x04kind\"o\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12/\n" +
@@ -667,7 +833,16 @@ const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\n" +
 	"last_probe\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tlastProbe\x12)\n" +
 	"\x10interval_seconds\x18\a \x01(\x05R\x0fintervalSeconds\x12@\n" +
-	"\vtransitions\x18\b \x03(\v2\x1e.fleetgate.v1.HealthTransitionR\vtransitions2^\n" +
+	"\vtransitions\x18\b \x03(\v2\x1e.fleetgate.v1.HealthTransitionR\vtransitions\"Q\n" +
+	"\tProbeCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bsettings\x18\x02 \x01(\tR\bsettings\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"e\n" +
+	"\n" +
+	"ProbeReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x06result\x18\x02 \x01(\v2\x19.fleetgate.v1.ProbeResultR\x06result\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error2^\n" +
 	"\x10DataPlaneService\x12J\n" +
 	"\aConnect\x12\x1c.fleetgate.v1.ConnectRequest\x1a\x1d.fleetgate.v1.ConnectResponse(\x010\x01B\xb7\x01\n" +
 	"\x10com.fleetgate.v1B\x15DataplaneServiceProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
@@ -684,7 +859,7 @@ func file_fleetgate_v1_dataplane_service_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_dataplane_service_proto_rawDescData
 }
 
-var file_fleetgate_v1_dataplane_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_fleetgate_v1_dataplane_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_fleetgate_v1_dataplane_service_proto_goTypes = []any{
 	(*ConnectRequest)(nil),        // 0: fleetgate.v1.ConnectRequest
 	(*Hello)(nil),                 // 1: fleetgate.v1.Hello
@@ -694,27 +869,33 @@ var file_fleetgate_v1_dataplane_service_proto_goTypes = []any{
 	(*Snapshot)(nil),              // 5: fleetgate.v1.Snapshot
 	(*HealthReport)(nil),          // 6: fleetgate.v1.HealthReport
 	(*ServerHealthReport)(nil),    // 7: fleetgate.v1.ServerHealthReport
-	(*Gateway)(nil),               // 8: fleetgate.v1.Gateway
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*HealthTransition)(nil),      // 10: fleetgate.v1.HealthTransition
+	(*ProbeCall)(nil),             // 8: fleetgate.v1.ProbeCall
+	(*ProbeReply)(nil),            // 9: fleetgate.v1.ProbeReply
+	(*Gateway)(nil),               // 10: fleetgate.v1.Gateway
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*HealthTransition)(nil),      // 12: fleetgate.v1.HealthTransition
+	(*ProbeResult)(nil),           // 13: fleetgate.v1.ProbeResult
 }
 var file_fleetgate_v1_dataplane_service_proto_depIdxs = []int32{
 	1,  // 0: fleetgate.v1.ConnectRequest.hello:type_name -> fleetgate.v1.Hello
 	2,  // 1: fleetgate.v1.ConnectRequest.ack:type_name -> fleetgate.v1.Ack
 	3,  // 2: fleetgate.v1.ConnectRequest.nack:type_name -> fleetgate.v1.Nack
 	6,  // 3: fleetgate.v1.ConnectRequest.health:type_name -> fleetgate.v1.HealthReport
-	5,  // 4: fleetgate.v1.ConnectResponse.snapshot:type_name -> fleetgate.v1.Snapshot
-	8,  // 5: fleetgate.v1.Snapshot.gateway:type_name -> fleetgate.v1.Gateway
-	7,  // 6: fleetgate.v1.HealthReport.servers:type_name -> fleetgate.v1.ServerHealthReport
-	9,  // 7: fleetgate.v1.ServerHealthReport.last_probe:type_name -> google.protobuf.Timestamp
-	10, // 8: fleetgate.v1.ServerHealthReport.transitions:type_name -> fleetgate.v1.HealthTransition
-	0,  // 9: fleetgate.v1.DataPlaneService.Connect:input_type -> fleetgate.v1.ConnectRequest
-	4,  // 10: fleetgate.v1.DataPlaneService.Connect:output_type -> fleetgate.v1.ConnectResponse
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	9,  // 4: fleetgate.v1.ConnectRequest.probe_reply:type_name -> fleetgate.v1.ProbeReply
+	5,  // 5: fleetgate.v1.ConnectResponse.snapshot:type_name -> fleetgate.v1.Snapshot
+	8,  // 6: fleetgate.v1.ConnectResponse.probe_call:type_name -> fleetgate.v1.ProbeCall
+	10, // 7: fleetgate.v1.Snapshot.gateway:type_name -> fleetgate.v1.Gateway
+	7,  // 8: fleetgate.v1.HealthReport.servers:type_name -> fleetgate.v1.ServerHealthReport
+	11, // 9: fleetgate.v1.ServerHealthReport.last_probe:type_name -> google.protobuf.Timestamp
+	12, // 10: fleetgate.v1.ServerHealthReport.transitions:type_name -> fleetgate.v1.HealthTransition
+	13, // 11: fleetgate.v1.ProbeReply.result:type_name -> fleetgate.v1.ProbeResult
+	0,  // 12: fleetgate.v1.DataPlaneService.Connect:input_type -> fleetgate.v1.ConnectRequest
+	4,  // 13: fleetgate.v1.DataPlaneService.Connect:output_type -> fleetgate.v1.ConnectResponse
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_dataplane_service_proto_init() }
@@ -729,9 +910,11 @@ func file_fleetgate_v1_dataplane_service_proto_init() {
 		(*ConnectRequest_Ack)(nil),
 		(*ConnectRequest_Nack)(nil),
 		(*ConnectRequest_Health)(nil),
+		(*ConnectRequest_ProbeReply)(nil),
 	}
 	file_fleetgate_v1_dataplane_service_proto_msgTypes[4].OneofWrappers = []any{
 		(*ConnectResponse_Snapshot)(nil),
+		(*ConnectResponse_ProbeCall)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -739,7 +922,7 @@ func file_fleetgate_v1_dataplane_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_dataplane_service_proto_rawDesc), len(file_fleetgate_v1_dataplane_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,6 +9,7 @@ package fleetgatev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -616,11 +617,339 @@ func (x *BackendHealthHistoryResponse) GetTransitions() []*HealthTransition {
 	return nil
 }
 
+// ProbeBackendRequest asks a worker to probe one server now (Azure's on-demand backend health).
+type ProbeBackendRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gateway name.
+	Gateway string `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Pool holding the server (optional: checks the server is in it).
+	Pool string `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Backend settings whose probe to run.
+	Settings string `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Server: "host" or "host:port".
+	Address string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	// Worker to run it; empty: any worker connected to the answering control plane.
+	Dataplane     string `protobuf:"bytes,5,opt,name=dataplane,proto3" json:"dataplane,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeBackendRequest) Reset() {
+	*x = ProbeBackendRequest{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeBackendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeBackendRequest) ProtoMessage() {}
+
+func (x *ProbeBackendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeBackendRequest.ProtoReflect.Descriptor instead.
+func (*ProbeBackendRequest) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ProbeBackendRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *ProbeBackendRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *ProbeBackendRequest) GetSettings() string {
+	if x != nil {
+		return x.Settings
+	}
+	return ""
+}
+
+func (x *ProbeBackendRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ProbeBackendRequest) GetDataplane() string {
+	if x != nil {
+		return x.Dataplane
+	}
+	return ""
+}
+
+// ProbeBackendResponse is the probe's outcome, stage by stage.
+type ProbeBackendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Worker that ran it.
+	Dataplane string `protobuf:"bytes,1,opt,name=dataplane,proto3" json:"dataplane,omitempty"`
+	// Outcome.
+	Result        *ProbeResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeBackendResponse) Reset() {
+	*x = ProbeBackendResponse{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeBackendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeBackendResponse) ProtoMessage() {}
+
+func (x *ProbeBackendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeBackendResponse.ProtoReflect.Descriptor instead.
+func (*ProbeBackendResponse) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ProbeBackendResponse) GetDataplane() string {
+	if x != nil {
+		return x.Dataplane
+	}
+	return ""
+}
+
+func (x *ProbeBackendResponse) GetResult() *ProbeResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// ProbeResult is one probe's outcome.
+type ProbeResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Verdict.
+	Healthy bool `protobuf:"varint,1,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Reason code when unhealthy.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The facts.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// What to check or change.
+	Hint string `protobuf:"bytes,4,opt,name=hint,proto3" json:"hint,omitempty"`
+	// HTTP status received, 0 if none.
+	Status int32 `protobuf:"varint,5,opt,name=status,proto3" json:"status,omitempty"`
+	// "ip:port" dialled.
+	Address string `protobuf:"bytes,6,opt,name=address,proto3" json:"address,omitempty"`
+	// Stages run, in order: dns, tcp, tls, http, body.
+	Stages []*ProbeStage `protobuf:"bytes,7,rep,name=stages,proto3" json:"stages,omitempty"`
+	// Total time.
+	Duration *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Start time.
+	At            *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeResult) Reset() {
+	*x = ProbeResult{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeResult) ProtoMessage() {}
+
+func (x *ProbeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeResult.ProtoReflect.Descriptor instead.
+func (*ProbeResult) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProbeResult) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *ProbeResult) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetHint() string {
+	if x != nil {
+		return x.Hint
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *ProbeResult) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetStages() []*ProbeStage {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+func (x *ProbeResult) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *ProbeResult) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// ProbeStage is one step of a probe.
+type ProbeStage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dns, tcp, tls, http or body.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Time spent.
+	Duration *durationpb.Duration `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	// What it found.
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Why it failed, empty if it passed.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeStage) Reset() {
+	*x = ProbeStage{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeStage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeStage) ProtoMessage() {}
+
+func (x *ProbeStage) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeStage.ProtoReflect.Descriptor instead.
+func (*ProbeStage) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ProbeStage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProbeStage) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *ProbeStage) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *ProbeStage) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_fleetgate_v1_health_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\n" +
-	"\x19fleetgate/v1/health.proto\x12\ffleetgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
+	"\x19fleetgate/v1/health.proto\x12\ffleetgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
 	"\x14BackendHealthRequest\x12\x18\n" +
 	"\agateway\x18\x01 \x01(\tR\agateway\x12\x12\n" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\"\x84\x01\n" +
@@ -661,7 +990,32 @@ const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\agateway\x18\x01 \x01(\tR\agateway\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"`\n" +
 	"\x1cBackendHealthHistoryResponse\x12@\n" +
-	"\vtransitions\x18\x01 \x03(\v2\x1e.fleetgate.v1.HealthTransitionR\vtransitionsB\xad\x01\n" +
+	"\vtransitions\x18\x01 \x03(\v2\x1e.fleetgate.v1.HealthTransitionR\vtransitions\"\x97\x01\n" +
+	"\x13ProbeBackendRequest\x12\x18\n" +
+	"\agateway\x18\x01 \x01(\tR\agateway\x12\x12\n" +
+	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x1a\n" +
+	"\bsettings\x18\x03 \x01(\tR\bsettings\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\x12\x1c\n" +
+	"\tdataplane\x18\x05 \x01(\tR\tdataplane\"g\n" +
+	"\x14ProbeBackendResponse\x12\x1c\n" +
+	"\tdataplane\x18\x01 \x01(\tR\tdataplane\x121\n" +
+	"\x06result\x18\x02 \x01(\v2\x19.fleetgate.v1.ProbeResultR\x06result\"\xb4\x02\n" +
+	"\vProbeResult\x12\x18\n" +
+	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x12\n" +
+	"\x04hint\x18\x04 \x01(\tR\x04hint\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\x05R\x06status\x12\x18\n" +
+	"\aaddress\x18\x06 \x01(\tR\aaddress\x120\n" +
+	"\x06stages\x18\a \x03(\v2\x18.fleetgate.v1.ProbeStageR\x06stages\x125\n" +
+	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration\x12*\n" +
+	"\x02at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x85\x01\n" +
+	"\n" +
+	"ProbeStage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05errorB\xad\x01\n" +
 	"\x10com.fleetgate.v1B\vHealthProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
 
 var (
@@ -676,7 +1030,7 @@ func file_fleetgate_v1_health_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_health_proto_rawDescData
 }
 
-var file_fleetgate_v1_health_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_fleetgate_v1_health_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_fleetgate_v1_health_proto_goTypes = []any{
 	(*BackendHealthRequest)(nil),         // 0: fleetgate.v1.BackendHealthRequest
 	(*BackendHealthResponse)(nil),        // 1: fleetgate.v1.BackendHealthResponse
@@ -687,21 +1041,31 @@ var file_fleetgate_v1_health_proto_goTypes = []any{
 	(*HealthTransition)(nil),             // 6: fleetgate.v1.HealthTransition
 	(*BackendHealthHistoryRequest)(nil),  // 7: fleetgate.v1.BackendHealthHistoryRequest
 	(*BackendHealthHistoryResponse)(nil), // 8: fleetgate.v1.BackendHealthHistoryResponse
-	(*timestamppb.Timestamp)(nil),        // 9: google.protobuf.Timestamp
+	(*ProbeBackendRequest)(nil),          // 9: fleetgate.v1.ProbeBackendRequest
+	(*ProbeBackendResponse)(nil),         // 10: fleetgate.v1.ProbeBackendResponse
+	(*ProbeResult)(nil),                  // 11: fleetgate.v1.ProbeResult
+	(*ProbeStage)(nil),                   // 12: fleetgate.v1.ProbeStage
+	(*timestamppb.Timestamp)(nil),        // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 14: google.protobuf.Duration
 }
 var file_fleetgate_v1_health_proto_depIdxs = []int32{
-	2, // 0: fleetgate.v1.BackendHealthResponse.pools:type_name -> fleetgate.v1.BackendPoolHealth
-	3, // 1: fleetgate.v1.BackendPoolHealth.settings:type_name -> fleetgate.v1.BackendSettingsHealth
-	4, // 2: fleetgate.v1.BackendSettingsHealth.servers:type_name -> fleetgate.v1.BackendServerHealth
-	5, // 3: fleetgate.v1.BackendServerHealth.dataplanes:type_name -> fleetgate.v1.DataPlaneServerHealth
-	9, // 4: fleetgate.v1.DataPlaneServerHealth.last_probe:type_name -> google.protobuf.Timestamp
-	9, // 5: fleetgate.v1.HealthTransition.at:type_name -> google.protobuf.Timestamp
-	6, // 6: fleetgate.v1.BackendHealthHistoryResponse.transitions:type_name -> fleetgate.v1.HealthTransition
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	2,  // 0: fleetgate.v1.BackendHealthResponse.pools:type_name -> fleetgate.v1.BackendPoolHealth
+	3,  // 1: fleetgate.v1.BackendPoolHealth.settings:type_name -> fleetgate.v1.BackendSettingsHealth
+	4,  // 2: fleetgate.v1.BackendSettingsHealth.servers:type_name -> fleetgate.v1.BackendServerHealth
+	5,  // 3: fleetgate.v1.BackendServerHealth.dataplanes:type_name -> fleetgate.v1.DataPlaneServerHealth
+	13, // 4: fleetgate.v1.DataPlaneServerHealth.last_probe:type_name -> google.protobuf.Timestamp
+	13, // 5: fleetgate.v1.HealthTransition.at:type_name -> google.protobuf.Timestamp
+	6,  // 6: fleetgate.v1.BackendHealthHistoryResponse.transitions:type_name -> fleetgate.v1.HealthTransition
+	11, // 7: fleetgate.v1.ProbeBackendResponse.result:type_name -> fleetgate.v1.ProbeResult
+	12, // 8: fleetgate.v1.ProbeResult.stages:type_name -> fleetgate.v1.ProbeStage
+	14, // 9: fleetgate.v1.ProbeResult.duration:type_name -> google.protobuf.Duration
+	13, // 10: fleetgate.v1.ProbeResult.at:type_name -> google.protobuf.Timestamp
+	14, // 11: fleetgate.v1.ProbeStage.duration:type_name -> google.protobuf.Duration
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_health_proto_init() }
@@ -715,7 +1079,7 @@ func file_fleetgate_v1_health_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_health_proto_rawDesc), len(file_fleetgate_v1_health_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
