@@ -18,8 +18,8 @@ import (
 // configService implements the operator API.
 type configService struct {
 	fgv1.UnimplementedConfigServiceServer
-	store *store.Store
-	fleet  *fleet.Registry
+	store   *store.Store
+	fleet   *fleet.Registry
 	health  *fleet.HealthCache
 	streams *streams
 	log     *slog.Logger

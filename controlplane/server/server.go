@@ -140,7 +140,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}),
 	)
-		local := newStreams()
+	local := newStreams()
 	fgv1.RegisterConfigServiceServer(s.grpc, &configService{store: store.New(cli), fleet: reg, health: s.health, streams: local, log: s.log})
 	fgv1.RegisterDataPlaneServiceServer(s.grpc, &dataPlaneService{cache: s.cache, fleet: reg, streams: local, replica: cfg.Replica, log: s.log})
 	s.hc = health.NewServer()
