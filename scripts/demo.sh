@@ -51,7 +51,8 @@ say "Starting two sample backends: 127.0.0.10:9001 (alpha) and 127.0.0.11:9001 (
 "$WORK/backend" --listen 127.0.0.10:9001 --name alpha >"$WORK/backend-alpha.log" 2>&1 &
 PIDS+=($!)
 "$WORK/backend" --listen 127.0.0.11:9001 --name beta >"$WORK/backend-beta.log" 2>&1 &
-PIDS+=($!)
+BETA=$!
+PIDS+=($BETA)
 
 say "Starting two data-plane workers: dp-1 on 127.0.0.2, dp-2 on 127.0.0.3"
 for i in 1 2; do
@@ -80,8 +81,25 @@ curl -sS -H 'Host: other.example.com' http://127.0.0.2:8081/
 say "The fleet"
 ctl list
 ctl dataplanes appgw1
-say "Backend health"
+say "Backend health (every worker probes every server; the control plane aggregates)"
+wait_for "healthy backends" bin/gatewayctl --server "$CP" backend-health appgw1
+ctl backend-health appgw1
+
+say "Stopping backend beta: the workers see it fail and stop sending it traffic"
+kill "$BETA"
+for _ in $(seq 1 50); do
+  bin/gatewayctl --server "$CP" backend-health appgw1 --pool pool1 -o json 2>/dev/null | grep -q '"Unhealthy"' && break
+  sleep 0.2
+done
 ctl backend-health appgw1 || true
+for _ in 1 2; do
+  echo "\$ curl http://127.0.0.2:8080/hello"
+  curl -sS "http://127.0.0.2:8080/hello"
+done
+echo "\$ curl -H 'Host: api.example.com' http://127.0.0.2:8081/images/cat.png   (its only server is down)"
+curl -sS -H 'Host: api.example.com' http://127.0.0.2:8081/images/cat.png
+ctl probe --gateway appgw1 --settings settings1 --address 127.0.0.11 || true
+ctl backend-health history 127.0.0.11:9001 --gateway appgw1
 
 if [[ "${DEMO_KEEP:-}" == 1 || -t 0 ]]; then
   say "The fleet is running. Try, in another terminal:"

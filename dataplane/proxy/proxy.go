@@ -183,8 +183,13 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, upstream.ErrTimeout):
 		http.Error(w, "504 Gateway Timeout: backend server "+srv.addr+" did not answer in time", http.StatusGatewayTimeout)
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, upstream.ErrCanceled), errors.Is(err, context.Canceled):
 		// The client went away.
+	case errors.Is(err, upstream.ErrRequestBody):
+		http.Error(w, "400 Bad Request: the request body could not be read", http.StatusBadRequest)
+	case errors.Is(err, upstream.ErrInvalidRequest):
+		h.p.log.Warn("request not forwardable", "server", srv.addr, "err", err)
+		http.Error(w, "500 Internal Server Error: the request cannot be forwarded", http.StatusInternalServerError)
 	default:
 		h.p.log.Debug("backend error", "server", srv.addr, "err", err)
 		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" could not be reached", http.StatusBadGateway)
