@@ -137,6 +137,10 @@ func TestBackendHealthFleetWide(t *testing.T) {
 	// Workers disagree: A sick only for dp-2's probes (they come from dp-2's address).
 	a.setSick("*", false)
 	b.setSick("*", false)
+	cptest.Eventually(t, 15*time.Second, func() bool {
+		h := backendHealth(t, cpA.Addr)
+		return h[addrA].GetHealthyDataplanes() == 2 && h[addrB].GetHealthyDataplanes() == 2
+	}, "servers did not recover on both workers: %v", backendHealth(t, cpA.Addr))
 	a.setSick("127.0.0.3", true)
 	cptest.Eventually(t, 15*time.Second, func() bool {
 		return backendHealth(t, cpA.Addr)[addrA].GetHealth() == "Partial" && backendHealth(t, cpB.Addr)[addrA].GetHealth() == "Partial"
