@@ -44,13 +44,16 @@ type backendSet struct {
 	pool, settings string
 	timeout        time.Duration
 	servers        []*server
-	minServers     int // the probe's fail-open floor
+	minServers     int    // the probe's fail-open floor
+	hostName       string // Host sent instead of the client's ("": keep it)
+	hostFromServer bool   // send the server's address as Host
 	next           atomic.Uint64
 }
 
 // server is one backend server as addressed by a settings' port.
 type server struct {
 	addr     string
+	host     string // IP or FQDN, without the port
 	upstream *upstream.Pool
 	health   *health.Tracker // nil: not probed, always usable
 }
@@ -101,7 +104,8 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup) (*
 		if set.RequestTimeout == nil {
 			timeout = config.DefaultRequestTimeout * time.Second
 		}
-		bs := &backendSet{pool: pair.Pool, settings: pair.Settings, timeout: timeout}
+		bs := &backendSet{pool: pair.Pool, settings: pair.Settings, timeout: timeout,
+			hostName: set.GetHostName(), hostFromServer: set.GetPickHostNameFromBackendAddress()}
 		if pr := probes[set.GetProbe()]; pr != nil {
 			bs.minServers = int(pr.GetMinServers())
 		}
@@ -120,7 +124,7 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup) (*
 				}
 				used[poolKey] = up
 			}
-			srv := &server{addr: addr, upstream: up}
+			srv := &server{addr: addr, host: a.GetIpAddress() + a.GetFqdn(), upstream: up}
 			if healthOf != nil {
 				srv.health = healthOf(health.Key{Settings: pair.Settings, Address: addr})
 			}
@@ -171,6 +175,12 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	prepareOutbound(r, r.TLS != nil)
+	switch {
+	case bs.hostName != "":
+		r.Host = bs.hostName
+	case bs.hostFromServer:
+		r.Host = srv.host
+	}
 	status, err := srv.upstream.Forward(r.Context(), w, r, bs.timeout)
 	if err == nil {
 		return

@@ -2,8 +2,16 @@ package proxy_test
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -335,4 +343,90 @@ func TestApplyKeepsInFlightRequests(t *testing.T) {
 	if p.Version() != 2 {
 		t.Fatalf("version = %d, want 2", p.Version())
 	}
+}
+
+// The settings' hostName, or the server's own address, replaces the client's Host; X-Forwarded-Host
+// keeps the original.
+func TestHostOverride(t *testing.T) {
+	type seen struct{ host, fwd string }
+	got := make(chan seen, 1)
+	addr := backend(t, "127.0.0.1", func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Host, r.Header.Get("X-Forwarded-Host")}
+	})
+	for _, tc := range []struct{ extra, want string }{
+		{"hostName: app.internal", "app.internal"},
+		{"pickHostNameFromBackendAddress: true", "127.0.0.1"},
+		{"", "client.example"},
+	} {
+		doc := strings.Replace(gateway(t, 20, addr), "requestTimeout: 20", "requestTimeout: 20, "+tc.extra, 1)
+		if tc.extra == "" {
+			doc = gateway(t, 20, addr)
+		}
+		_, url := front(t, doc)
+		req, _ := http.NewRequest("GET", url+"/", nil)
+		req.Host = "client.example"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		s := <-got
+		if s.host != tc.want || s.fwd != "client.example" {
+			t.Errorf("%q: backend saw Host %q X-Forwarded-Host %q, want %q and client.example", tc.extra, s.host, s.fwd, tc.want)
+		}
+	}
+}
+
+// Https settings re-encrypt to the backend and verify it against the configured trusted root; a
+// backend whose certificate that root did not sign gets no traffic (502).
+func TestHTTPSBackendWithTrustedRoot(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls=%v", r.TLS != nil)
+	}))
+	defer srv.Close()
+	root := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	doc := fmt.Sprintf(`
+name: gw
+httpListeners: [{name: web, port: 80}]
+trustedRootCertificates: [{name: ca, data: %q}]
+backendAddressPools: [{name: pool, backendAddresses: [{ipAddress: 127.0.0.1}]}]
+backendHttpSettingsCollection: [{name: s, port: %s, protocol: Https, trustedRootCertificates: [ca]}]
+requestRoutingRules: [{name: r, ruleType: Basic, priority: 1, httpListener: web, backendAddressPool: pool, backendHttpSettings: s}]
+`, root, port)
+	_, url := front(t, doc)
+	if body, code := get(t, url+"/"); code != 200 || body != "tls=true" {
+		t.Fatalf("through Https settings: %d %q", code, body)
+	}
+
+	other := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	other.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}
+	other.StartTLS()
+	defer other.Close()
+	_, otherPort, _ := net.SplitHostPort(other.Listener.Addr().String())
+	_, url = front(t, strings.Replace(doc, "port: "+port, "port: "+otherPort, 1))
+	if _, code := get(t, url+"/"); code != http.StatusBadGateway {
+		t.Fatalf("backend with a certificate the trusted root did not sign: %d, want 502", code)
+	}
+}
+
+// selfSigned makes a certificate for 127.0.0.1 signed by nobody the tests trust.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7),
+		Subject:      pkix.Name{CommonName: "stranger"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
