@@ -20,7 +20,9 @@
 #   WARMUP     warm-up seconds before each measured run (default 1)
 #   CONNS      wrk connections (default 64)
 #   IDLE_MAX / WAIT_IDLE   before each run, wait up to WAIT_IDLE s (default 20) until no core is more than
-#              IDLE_MAX % busy (default 10) with the rig idle; a run that starts on a busy machine is flagged
+#              IDLE_MAX % busy (default 10) with the rig idle; the same check runs after each run
+#   RETRIES    a run with other load before or after it is measured again, up to RETRIES times
+#              (default 2); if still noisy it is kept and flagged ⚠ in the report
 #   PROXY_CPU / LOAD_CPU   cores (default 0 / 1)
 #   SKIP_BUILD=1  use the binaries already in bin/ (make bench has just built them)
 #   OUT=FILE   also write the markdown report to FILE
@@ -50,6 +52,7 @@ TARGETS=${TARGETS:-"noproxy nginx haproxy caddy goproxy fleetgate"}
 WARMUP=${WARMUP:-1}
 IDLE_MAX=${IDLE_MAX:-10}
 WAIT_IDLE=${WAIT_IDLE:-20}
+RETRIES=${RETRIES:-2}
 CONNS=${CONNS:-64}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -449,23 +452,32 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			t=${TARGET_LIST[(k + r - 1) % ntargets]}
 			url="http://${ADDR[$t]}/$s"
 			run=$((run + 1))
-			pre=$(wait_idle)
-			taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
 			f=$RES/$s.$t.$r.txt
-			cpu0=$(cpu_snap "$PROXY_CPU") cpu1=$(cpu_snap "$LOAD_CPU")
-			tp=${TPID[$t]} ticks=$(proc_ticks "${TPID[$t]}") t0=$(date +%s.%N)
-			if ! taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$f" 2>&1; then
-				cat "$f" >&2
-				die "wrk failed against $t ($url)"
-			fi
-			busy0=$(cpu_busy "$cpu0" "$(cpu_snap "$PROXY_CPU")") busy1=$(cpu_busy "$cpu1" "$(cpu_snap "$LOAD_CPU")")
-			own=$(awk -v a="$ticks" -v b="$(proc_ticks "$tp")" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$(date +%s.%N)" \
-				'BEGIN { printf "%d", 100 * (b - a) / hz / (t1 - t0) + 0.5 }')
-			echo "$busy0 $busy1 $own $pre" >"$RES/$s.$t.$r.cpu"
-			rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
-			log "[$run/$total] round $r  $(printf '%-4s %-10s %9s req/s   %s CPU %3s%%  core %s busy %3s%%  core %s busy %3s%%%s' \
-				"$s" "$t" "${rps:-?}" "$([[ $t == noproxy ]] && echo origin || echo proxy)" "$own" "$PROXY_CPU" "$busy0" "$LOAD_CPU" "$busy1" \
-				"$( ((pre > IDLE_MAX)) && echo "  (machine was ${pre}% busy before the run)")")"
+			for ((try = 0; ; try++)); do
+				pre=$(wait_idle)
+				taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+				cpu0=$(cpu_snap "$PROXY_CPU") cpu1=$(cpu_snap "$LOAD_CPU")
+				tp=${TPID[$t]} ticks=$(proc_ticks "${TPID[$t]}") t0=$(date +%s.%N)
+				if ! taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$f" 2>&1; then
+					cat "$f" >&2
+					die "wrk failed against $t ($url)"
+				fi
+				busy0=$(cpu_busy "$cpu0" "$(cpu_snap "$PROXY_CPU")") busy1=$(cpu_busy "$cpu1" "$(cpu_snap "$LOAD_CPU")")
+				own=$(awk -v a="$ticks" -v b="$(proc_ticks "$tp")" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$(date +%s.%N)" \
+					'BEGIN { printf "%d", 100 * (b - a) / hz / (t1 - t0) + 0.5 }')
+				post=$(machine_busy)
+				rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
+				noisy=$((pre > IDLE_MAX || post > IDLE_MAX))
+				log "[$run/$total] round $r  $(printf '%-4s %-10s %9s req/s   %s CPU %3s%%  core %s busy %3s%%  core %s busy %3s%%%s' \
+					"$s" "$t" "${rps:-?}" "$([[ $t == noproxy ]] && echo origin || echo proxy)" "$own" "$PROXY_CPU" "$busy0" "$LOAD_CPU" "$busy1" \
+					"$( ((noisy)) && echo "  (other load on the machine: ${pre}% before, ${post}% after)")")"
+				if ((noisy && try < RETRIES)); then
+					log "    measuring it again (retry $((try + 1))/$RETRIES)"
+					continue
+				fi
+				break
+			done
+			echo "$busy0 $busy1 $own $pre $post" >"$RES/$s.$t.$r.cpu"
 		done
 	done
 done
@@ -522,8 +534,8 @@ REPORT=$TMP/report.md
 			own=$(for ((r = 1; r <= ROUNDS; r++)); do awk '{print $3}' "$RES/$s.$t.$r.cpu"; done | median)
 			[[ $t == noproxy ]] && own=- || own="${own%.*}%"
 			for ((r = 1; r <= ROUNDS; r++)); do
-				pre=$(awk '{print $4}' "$RES/$s.$t.$r.cpu")
-				((pre > IDLE_MAX)) && notes+=("round $r began on a busy machine (${pre}%)")
+				read -r _ _ _ pre post <"$RES/$s.$t.$r.cpu"
+				((pre > IDLE_MAX || post > IDLE_MAX)) && notes+=("round $r ran while something else loaded the machine (a core ${pre}% busy before, ${post}% after)")
 			done
 			p50=$(printf '%s\n' "${p50s[@]}" | median)
 			p99=$(printf '%s\n' "${p99s[@]}" | median)
