@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -60,4 +61,33 @@ func RootPool(gw *fgv1.Gateway, set *fgv1.BackendHttpSettings) (*x509.CertPool, 
 		}
 	}
 	return pool, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ParseKeyPair parses a listener certificate: a PEM certificate chain and its PEM private key, in
+// one text.
+func ParseKeyPair(data string) (tls.Certificate, error) {
+	if data == "" {
+		return tls.Certificate{}, errors.New("is required: a PEM certificate chain and private key")
+	}
+	c, err := tls.X509KeyPair([]byte(data), []byte(data))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("not a PEM certificate chain with its private key: %v", err)
+	}
+	return c, nil
+}
+
+// PublicPEM returns the CERTIFICATE blocks of a PEM text, without any private key.
+func PublicPEM(data string) string {
+	var out []byte
+	rest := []byte(data)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return string(out)
+		}
+		if block.Type == "CERTIFICATE" {
+			out = append(out, pem.EncodeToMemory(block)...)
+		}
+	}
 }

@@ -49,3 +49,41 @@ func TestParseCertificates(t *testing.T) {
 		}
 	}
 }
+
+// testKeyPair is a PEM certificate and its private key, made when the tests start.
+var testKeyPair = func() string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "www.example.com"},
+		DNSNames:     []string{"www.example.com"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+}()
+
+func TestParseKeyPairAndPublicPEM(t *testing.T) {
+	if _, err := config.ParseKeyPair(testKeyPair); err != nil {
+		t.Fatalf("ParseKeyPair: %v", err)
+	}
+	pub := config.PublicPEM(testKeyPair)
+	if strings.Contains(pub, "PRIVATE KEY") || !strings.Contains(pub, "BEGIN CERTIFICATE") {
+		t.Fatalf("PublicPEM kept the key or lost the certificate:\n%s", pub)
+	}
+	if _, err := config.ParseKeyPair(pub); err == nil {
+		t.Fatal("ParseKeyPair accepted a certificate without its key")
+	}
+}

@@ -14,7 +14,8 @@ import (
 func wantGolden() *fgv1.Gateway {
 	i32 := proto.Int32
 	return &fgv1.Gateway{
-		Name: "appgw1",
+		Name:        "appgw1",
+		EnableHttp2: proto.Bool(true),
 		HttpListeners: []*fgv1.HttpListener{
 			{Name: "web", Protocol: "Http", Port: 8080},
 			{Name: "api", Protocol: "Http", Port: 8081, HostNames: []string{"api.example.com", "*.api.example.com"}},
@@ -24,7 +25,8 @@ func wantGolden() *fgv1.Gateway {
 			BackendAddresses: []*fgv1.BackendAddress{{IpAddress: "127.0.0.10"}, {Fqdn: "app.internal.example"}},
 		}},
 		BackendHttpSettingsCollection: []*fgv1.BackendHttpSettings{
-			{Name: "settings1", Port: 9001, Protocol: "Http", RequestTimeout: i32(20), Probe: "probe1"},
+			{Name: "settings1", Port: 9001, Protocol: "Http", RequestTimeout: i32(20), Probe: "probe1",
+				ValidateCertChainAndExpiration: proto.Bool(true), ValidateSni: proto.Bool(true), CookieBasedAffinity: "Disabled"},
 		},
 		Probes: []*fgv1.Probe{{
 			Name: "probe1", Protocol: "Http", Host: "127.0.0.1", Path: "/health",
@@ -225,11 +227,13 @@ probes:
 	config.Normalize(gw)
 	i32 := proto.Int32
 	want := &fgv1.Gateway{
-		Name: "gw",
+		Name:        "gw",
+		EnableHttp2: proto.Bool(true),
 		HttpListeners: []*fgv1.HttpListener{
 			{Name: "a", Protocol: "Http", Port: 80, HostNames: []string{"www.example.com", "api.example.com"}},
 		},
-		BackendHttpSettingsCollection: []*fgv1.BackendHttpSettings{{Name: "s", Port: 80, Protocol: "Http", RequestTimeout: i32(20)}},
+		BackendHttpSettingsCollection: []*fgv1.BackendHttpSettings{{Name: "s", Port: 80, Protocol: "Http", RequestTimeout: i32(20),
+			ValidateCertChainAndExpiration: proto.Bool(true), ValidateSni: proto.Bool(true), CookieBasedAffinity: "Disabled"}},
 		Probes: []*fgv1.Probe{
 			{Name: "p", Protocol: "Http", Host: "127.0.0.1", Path: "/", Interval: i32(30), Timeout: i32(30), UnhealthyThreshold: i32(3),
 				Match: &fgv1.ProbeMatch{StatusCodes: []string{"200-399"}}},

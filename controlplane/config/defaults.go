@@ -26,11 +26,22 @@ const (
 
 	RuleBasic     = "Basic"
 	RulePathBased = "PathBasedRouting"
+
+	Enabled  = "Enabled"
+	Disabled = "Disabled"
+
+	DefaultAffinityCookieName = "ApplicationGatewayAffinity"
 )
 
 // Normalize fills in defaults and rewrites enumerated values to their canonical spelling, in place.
 // Values it does not recognise are left as they are for Validate to report.
 func Normalize(gw *fgv1.Gateway) {
+	if gw.EnableHttp2 == nil {
+		gw.EnableHttp2 = proto.Bool(true)
+	}
+	for _, c := range gw.GetSslCertificates() {
+		c.PublicCertData = "" // derived from data on get; never stored
+	}
 	for _, l := range gw.GetHttpListeners() {
 		l.Protocol = canonical(l.Protocol, ProtocolHTTP, ProtocolHTTP, ProtocolHTTPS)
 		if l.HostName != "" {
@@ -45,6 +56,16 @@ func Normalize(gw *fgv1.Gateway) {
 		s.Protocol = canonical(s.Protocol, ProtocolHTTP, ProtocolHTTP, ProtocolHTTPS)
 		if s.RequestTimeout == nil {
 			s.RequestTimeout = proto.Int32(DefaultRequestTimeout)
+		}
+		if s.ValidateCertChainAndExpiration == nil {
+			s.ValidateCertChainAndExpiration = proto.Bool(true)
+		}
+		if s.ValidateSni == nil {
+			s.ValidateSni = proto.Bool(true)
+		}
+		s.CookieBasedAffinity = canonical(s.CookieBasedAffinity, Disabled, Enabled, Disabled)
+		if s.CookieBasedAffinity == Enabled && s.AffinityCookieName == "" {
+			s.AffinityCookieName = DefaultAffinityCookieName
 		}
 	}
 	for _, p := range gw.GetProbes() {

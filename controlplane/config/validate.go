@@ -24,14 +24,16 @@ const (
 
 // Protocols each kind of object accepts today.
 var (
-	listenerProtocols = []string{ProtocolHTTP}
+	listenerProtocols = []string{ProtocolHTTP, ProtocolHTTPS}
+	affinityValues    = []string{Enabled, Disabled}
 	settingsProtocols = []string{ProtocolHTTP, ProtocolHTTPS}
 	probeProtocols    = []string{ProtocolHTTP, ProtocolHTTPS}
 	ruleTypes         = []string{RuleBasic, RulePathBased}
 )
 
 var (
-	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	namePattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	cookieNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 	// A DNS name: labels of letters, digits and '-', not starting or ending with '-'.
 	hostLabel = `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`
 	hostRE    = regexp.MustCompile(`^(` + hostLabel + `\.)*` + hostLabel + `\.?$`)
@@ -43,7 +45,8 @@ func Validate(gw *fgv1.Gateway) error {
 	v := &validator{}
 	v.name("name", gw.GetName())
 
-	listeners := v.listeners(gw.GetHttpListeners())
+	certs := v.sslCertificates(gw.GetSslCertificates())
+	listeners := v.listeners(gw.GetHttpListeners(), certs)
 	pools := names(gw.GetBackendAddressPools(), (*fgv1.BackendAddressPool).GetName)
 	probes := names(gw.GetProbes(), (*fgv1.Probe).GetName)
 	settings := names(gw.GetBackendHttpSettingsCollection(), (*fgv1.BackendHttpSettings).GetName)
@@ -81,6 +84,21 @@ func Validate(gw *fgv1.Gateway) error {
 		}
 		if len(s.GetTrustedRootCertificates()) > 0 && s.GetProtocol() != ProtocolHTTPS {
 			v.add(f+".trustedRootCertificates", "apply only to protocol Https")
+		}
+		if p := s.GetPath(); p != "" && (!strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*")) {
+			v.add(f+".path", fmt.Sprintf("%q must start with '/' and hold no '?', '#' or '*'", p))
+		}
+		if n := s.GetSniName(); n != "" && !hostRE.MatchString(strings.ToLower(n)) {
+			v.add(f+".sniName", fmt.Sprintf("%q is not a host name", n))
+		}
+		if s.GetCookieBasedAffinity() != "" {
+			v.oneOf(f+".cookieBasedAffinity", s.GetCookieBasedAffinity(), affinityValues)
+		}
+		if n := s.GetAffinityCookieName(); n != "" && !cookieNameRE.MatchString(n) {
+			v.add(f+".affinityCookieName", fmt.Sprintf("%q is not a cookie name (1-64 letters, digits, '-', '_', '.')", n))
+		}
+		if s.GetDedicatedBackendConnection() && gw.GetEnableHttp2() {
+			v.add(f+".dedicatedBackendConnection", "needs enableHttp2: false (HTTP/2 multiplexes clients on one connection)")
 		}
 	}
 	uniqueNames(v, "urlPathMaps", gw.GetUrlPathMaps(), (*fgv1.UrlPathMap).GetName)
@@ -202,8 +220,26 @@ func uniqueNames[T any](v *validator, field string, items []T, name func(T) stri
 	}
 }
 
-func (v *validator) listeners(ls []*fgv1.HttpListener) map[string]bool {
+// sslCertificates checks each listener certificate: a PEM chain and its private key, already read
+// from any files by the client.
+func (v *validator) sslCertificates(cs []*fgv1.SslCertificate) map[string]bool {
+	uniqueNames(v, "sslCertificates", cs, (*fgv1.SslCertificate).GetName)
+	for i, c := range cs {
+		f := fmt.Sprintf("sslCertificates[%d]", i)
+		if c.GetCertFile() != "" || c.GetKeyFile() != "" {
+			v.add(f, "certFile and keyFile are read by gatewayctl apply; send their contents as data")
+			continue
+		}
+		if _, err := ParseKeyPair(c.GetData()); err != nil {
+			v.add(f+".data", err.Error())
+		}
+	}
+	return names(cs, (*fgv1.SslCertificate).GetName)
+}
+
+func (v *validator) listeners(ls []*fgv1.HttpListener, certs map[string]bool) map[string]bool {
 	uniqueNames(v, "httpListeners", ls, (*fgv1.HttpListener).GetName)
+	portProtocol := map[int32]int{}
 	type portHost struct {
 		port int32
 		host string
@@ -213,6 +249,18 @@ func (v *validator) listeners(ls []*fgv1.HttpListener) map[string]bool {
 		f := fmt.Sprintf("httpListeners[%d]", i)
 		v.oneOf(f+".protocol", l.GetProtocol(), listenerProtocols)
 		v.port(f+".port", l.GetPort())
+		if j, ok := portProtocol[l.GetPort()]; ok && ls[j].GetProtocol() != l.GetProtocol() {
+			v.add(f+".protocol", fmt.Sprintf("%s, but httpListeners[%d] on port %d is %s: listeners sharing a port share a protocol",
+				l.GetProtocol(), j, l.GetPort(), ls[j].GetProtocol()))
+		} else if !ok {
+			portProtocol[l.GetPort()] = i
+		}
+		switch {
+		case l.GetProtocol() == ProtocolHTTPS:
+			v.ref(f+".sslCertificate", l.GetSslCertificate(), certs, "sslCertificates", true)
+		case l.GetSslCertificate() != "":
+			v.add(f+".sslCertificate", "applies only to protocol Https")
+		}
 		hosts := l.GetHostNames()
 		basic := len(hosts) == 0
 		if basic {

@@ -206,8 +206,35 @@ func TestValidateRules(t *testing.T) {
 		// Listeners.
 		{"listener/protocol omitted defaults to Http", func(g *gw) { g.HttpListeners[0].Protocol = "" }, nil},
 		{"listener/protocol case-insensitive", func(g *gw) { g.HttpListeners[0].Protocol = "HTTP" }, nil},
-		{"listener/protocol Https not yet", func(g *gw) { g.HttpListeners[0].Protocol = "https" },
-			[]fe{{"httpListeners[0].protocol", `"Https" is not one of Http`}}},
+		{"listener/protocol Https needs a certificate", func(g *gw) { g.HttpListeners[0].Protocol = "https" },
+			[]fe{{"httpListeners[0].sslCertificate", "is required"}}},
+		{"listener/protocol Ftp", func(g *gw) { g.HttpListeners[0].Protocol = "ftp" },
+			[]fe{{"httpListeners[0].protocol", `"ftp" is not one of Http, Https`}}},
+		{"listener/sslCertificate on Http", func(g *gw) { g.HttpListeners[0].SslCertificate = "c" },
+			[]fe{{"httpListeners[0].sslCertificate", "applies only to protocol Https"}}},
+		{"listener/mixed protocols on a port", func(g *gw) {
+			g.HttpListeners[1].Port = g.HttpListeners[0].GetPort()
+			g.HttpListeners[1].Protocol = "Https"
+			g.HttpListeners[1].SslCertificate = "c"
+			g.SslCertificates = []*fgv1.SslCertificate{{Name: "c", Data: testKeyPair}}
+		}, []fe{{"httpListeners[1].protocol", "listeners sharing a port share a protocol"}}},
+		{"sslCertificates/not a key pair", func(g *gw) { g.SslCertificates = []*fgv1.SslCertificate{{Name: "c", Data: testCA}} },
+			[]fe{{"sslCertificates[0].data", "not a PEM certificate chain with its private key"}}},
+		{"sslCertificates/files reach the server", func(g *gw) {
+			g.SslCertificates = []*fgv1.SslCertificate{{Name: "c", CertFile: "a.pem", KeyFile: "a.key"}}
+		},
+			[]fe{{"sslCertificates[0]", "read by gatewayctl"}}},
+		{"settings/path override", func(g *gw) { settings(g).Path = "override/" },
+			[]fe{{"backendHttpSettingsCollection[0].path", "must start with '/'"}}},
+		{"settings/affinity value", func(g *gw) { settings(g).CookieBasedAffinity = "Sometimes" },
+			[]fe{{"backendHttpSettingsCollection[0].cookieBasedAffinity", `"Sometimes" is not one of Enabled, Disabled`}}},
+		{"settings/affinity cookie name", func(g *gw) { settings(g).CookieBasedAffinity = "Enabled"; settings(g).AffinityCookieName = "a b" },
+			[]fe{{"backendHttpSettingsCollection[0].affinityCookieName", "is not a cookie name"}}},
+		{"settings/dedicated with http2", func(g *gw) { settings(g).DedicatedBackendConnection = true },
+			[]fe{{"backendHttpSettingsCollection[0].dedicatedBackendConnection", "needs enableHttp2: false"}}},
+		{"settings/dedicated without http2 ok", func(g *gw) { settings(g).DedicatedBackendConnection = true; g.EnableHttp2 = proto.Bool(false) }, nil},
+		{"settings/sniName", func(g *gw) { settings(g).SniName = "bad name" },
+			[]fe{{"backendHttpSettingsCollection[0].sniName", "is not a host name"}}},
 		{"listener/protocol unknown", func(g *gw) { g.HttpListeners[1].Protocol = "Tcp" },
 			[]fe{{"httpListeners[1].protocol", `"Tcp" is not one of Http`}}},
 		{"listener/port 0", func(g *gw) { g.HttpListeners[0].Port = 0 }, []fe{{"httpListeners[0].port", "0 is out of range 1-65535"}}},
@@ -571,7 +598,7 @@ func TestValidateInvalidFile(t *testing.T) {
 	config.Normalize(g)
 	checkErrors(t, fieldErrors(t, config.Validate(g)), []fe{
 		{"name", `"-bad" must start with a letter or digit`},
-		{"httpListeners[0].protocol", `"Https" is not one of Http`},
+		{"httpListeners[0].sslCertificate", "is required"},
 		{"httpListeners[0].port", "0 is out of range 1-65535"},
 		{"httpListeners[0].hostNames[0]", `"bad_host" is not a host name`},
 		{"httpListeners[2]", "port 80 already has a basic listener, httpListeners[1]"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -92,12 +93,14 @@ func (a *app) readGateway(file string) (*fgv1.Gateway, error) {
 	var (
 		data []byte
 		err  error
+		dir  = "."
 	)
 	if file == "-" {
 		data, err = io.ReadAll(a.stdin)
 		file = "<stdin>"
 	} else {
 		data, err = os.ReadFile(file)
+		dir = filepath.Dir(file)
 	}
 	if err != nil {
 		return nil, failf("read %s: %v", file, err)
@@ -106,5 +109,34 @@ func (a *app) readGateway(file string) (*fgv1.Gateway, error) {
 	if err != nil {
 		return nil, failf("%s: %v", file, err)
 	}
+	if err := readCertificateFiles(gw, dir); err != nil {
+		return nil, failf("%s: %v", file, err)
+	}
 	return gw, nil
+}
+
+// readCertificateFiles replaces the certFile/keyFile of SSL certificates by their contents, read
+// here, on the operator's machine; relative paths are relative to the document's directory.
+func readCertificateFiles(gw *fgv1.Gateway, dir string) error {
+	for i, c := range gw.GetSslCertificates() {
+		if c.GetCertFile() == "" && c.GetKeyFile() == "" {
+			continue
+		}
+		if c.GetCertFile() == "" || c.GetKeyFile() == "" || c.GetData() != "" {
+			return fmt.Errorf("sslCertificates[%d]: give data, or certFile with keyFile", i)
+		}
+		var pem []byte
+		for _, f := range []string{c.GetCertFile(), c.GetKeyFile()} {
+			if !filepath.IsAbs(f) {
+				f = filepath.Join(dir, f)
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("sslCertificates[%d]: %v", i, err)
+			}
+			pem = append(append(pem, b...), '\n')
+		}
+		c.Data, c.CertFile, c.KeyFile = string(pem), "", ""
+	}
+	return nil
 }

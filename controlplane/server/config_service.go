@@ -32,6 +32,9 @@ func (s *configService) ApplyGateway(ctx context.Context, req *fgv1.ApplyGateway
 		return nil, status.Error(codes.InvalidArgument, "gateway: is required")
 	}
 	gw := proto.Clone(req.GetGateway()).(*fgv1.Gateway)
+	if err := s.keepCertificates(ctx, gw); err != nil {
+		return nil, toStatus(s.log, err)
+	}
 	config.Normalize(gw)
 	if err := config.Validate(gw); err != nil {
 		return nil, toStatus(s.log, err)
@@ -41,14 +44,14 @@ func (s *configService) ApplyGateway(ctx context.Context, req *fgv1.ApplyGateway
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return nil, toStatus(s.log, err)
 		}
-		return &fgv1.ApplyGatewayResponse{Revision: cur.Revision, Gateway: gw}, nil
+		return &fgv1.ApplyGatewayResponse{Revision: cur.Revision, Gateway: redact(gw)}, nil
 	}
 	rev, changed, err := s.store.Apply(ctx, gw, req.ExpectedRevision)
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
 	s.log.Info("gateway applied", "gateway", gw.GetName(), "revision", rev, "changed", changed)
-	return &fgv1.ApplyGatewayResponse{Revision: rev, Gateway: gw, Changed: changed}, nil
+	return &fgv1.ApplyGatewayResponse{Revision: rev, Gateway: redact(gw), Changed: changed}, nil
 }
 
 func (s *configService) GetGateway(ctx context.Context, req *fgv1.GetGatewayRequest) (*fgv1.GetGatewayResponse, error) {
@@ -56,7 +59,7 @@ func (s *configService) GetGateway(ctx context.Context, req *fgv1.GetGatewayRequ
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	return &fgv1.GetGatewayResponse{Gateway: st.Gateway, Revision: st.Revision}, nil
+	return &fgv1.GetGatewayResponse{Gateway: redact(st.Gateway), Revision: st.Revision}, nil
 }
 
 func (s *configService) ListGateways(ctx context.Context, _ *fgv1.ListGatewaysRequest) (*fgv1.ListGatewaysResponse, error) {
@@ -120,4 +123,47 @@ func (s *configService) ListDataPlanes(ctx context.Context, req *fgv1.ListDataPl
 		dp.DesiredVersion = desired[dp.GetGateway()]
 	}
 	return &fgv1.ListDataPlanesResponse{Dataplanes: dps}, nil
+}
+
+// keepCertificates fills in, from the stored gateway, the data of SSL certificates that an apply
+// names without data (as `get` shows them), so that get's output can be applied back.
+func (s *configService) keepCertificates(ctx context.Context, gw *fgv1.Gateway) error {
+	var missing bool
+	for _, c := range gw.GetSslCertificates() {
+		if c.GetData() == "" && c.GetCertFile() == "" && c.GetKeyFile() == "" {
+			missing = true
+		}
+	}
+	if !missing {
+		return nil
+	}
+	cur, err := s.store.Get(ctx, gw.GetName())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	stored := map[string]string{}
+	for _, c := range cur.Gateway.GetSslCertificates() {
+		stored[c.GetName()] = c.GetData()
+	}
+	for _, c := range gw.GetSslCertificates() {
+		if c.GetData() == "" && c.GetCertFile() == "" && c.GetKeyFile() == "" {
+			c.Data, c.PublicCertData = stored[c.GetName()], ""
+		}
+	}
+	return nil
+}
+
+// redact returns a copy of gw whose SSL certificates show their public chain and no private key.
+func redact(gw *fgv1.Gateway) *fgv1.Gateway {
+	if len(gw.GetSslCertificates()) == 0 {
+		return gw
+	}
+	gw = proto.Clone(gw).(*fgv1.Gateway)
+	for _, c := range gw.GetSslCertificates() {
+		c.PublicCertData, c.Data = config.PublicPEM(c.GetData()), ""
+	}
+	return gw
 }

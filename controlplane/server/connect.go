@@ -88,7 +88,7 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 		if snap.Deleted && sent == 0 {
 			return nil // nothing to take away
 		}
-		msg := &fgv1.Snapshot{Version: snap.Version, Gateway: snap.Gateway, Deleted: snap.Deleted}
+		msg := &fgv1.Snapshot{Version: snap.Version, Gateway: snap.Gateway, Deleted: snap.Deleted, AffinityKey: snap.AffinityKey}
 		if err := stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_Snapshot{Snapshot: msg}}); err != nil {
 			return err
 		}

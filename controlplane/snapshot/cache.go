@@ -23,6 +23,8 @@ type Snapshot struct {
 	// Gateway is nil when Deleted.
 	Gateway *fgv1.Gateway
 	Deleted bool
+	// AffinityKey keys the gateway's affinity cookies.
+	AffinityKey []byte
 }
 
 // Cache follows the gateways stored in etcd.
@@ -119,7 +121,7 @@ func (c *Cache) follow(ctx context.Context, cli *clientv3.Client) error {
 	present := make(map[string]bool, len(listed))
 	for _, st := range listed {
 		present[st.Gateway.GetName()] = true
-		c.publish(st.Gateway.GetName(), &Snapshot{Version: st.Revision, Gateway: st.Gateway})
+		c.publish(st.Gateway.GetName(), &Snapshot{Version: st.Revision, Gateway: st.Gateway, AffinityKey: st.AffinityKey})
 	}
 	// Gateways deleted while no watch was running.
 	c.mu.Lock()
@@ -152,12 +154,12 @@ func (c *Cache) follow(ctx context.Context, cli *clientv3.Client) error {
 				c.publish(name, &Snapshot{Version: ev.Kv.ModRevision, Deleted: true})
 				continue
 			}
-			gw, err := store.Decode(ev.Kv.Value)
+			st, err := store.Decode(ev.Kv.Value)
 			if err != nil {
 				c.log.Error("skipping undecodable gateway", "key", string(ev.Kv.Key), "err", err)
 				continue
 			}
-			c.publish(name, &Snapshot{Version: ev.Kv.ModRevision, Gateway: gw})
+			c.publish(name, &Snapshot{Version: ev.Kv.ModRevision, Gateway: st.Gateway, AffinityKey: st.AffinityKey})
 		}
 	}
 	return errors.New("watch channel closed")

@@ -6,6 +6,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -43,6 +44,8 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 type Stored struct {
 	Gateway  *fgv1.Gateway
 	Revision int64
+	// AffinityKey keys the gateway's affinity cookies; made on the first apply, kept after.
+	AffinityKey []byte
 }
 
 // Apply stores gw, replacing what was there, in one transaction. With expected set, the write happens
@@ -50,20 +53,30 @@ type Stored struct {
 // revision and whether anything was written: an identical configuration is not written again.
 func (s *Store) Apply(ctx context.Context, gw *fgv1.Gateway, expected *int64) (rev int64, changed bool, err error) {
 	key := GatewayKey(gw.GetName())
-	val, err := marshal.Marshal(gw)
-	if err != nil {
-		return 0, false, fmt.Errorf("apply gateway %q: encode: %w", gw.GetName(), err)
-	}
 	cur, err := s.kv.Get(ctx, key)
 	if err != nil {
 		return 0, false, fmt.Errorf("apply gateway %q: %w", gw.GetName(), wrapEtcd(err))
 	}
 	var curRev int64
+	stored := &fgv1.StoredGateway{Gateway: gw}
 	if len(cur.Kvs) == 1 {
 		curRev = cur.Kvs[0].ModRevision
+		if old, err := decodeStored(cur.Kvs[0].Value); err == nil {
+			stored.AffinityKey = old.GetAffinityKey()
+		}
 	}
 	if expected != nil && *expected != curRev {
 		return 0, false, fmt.Errorf("apply gateway %q: stored revision is %d, not %d: %w", gw.GetName(), curRev, *expected, ErrConflict)
+	}
+	if len(stored.AffinityKey) == 0 {
+		stored.AffinityKey = make([]byte, 32)
+		if _, err := rand.Read(stored.AffinityKey); err != nil {
+			return 0, false, fmt.Errorf("apply gateway %q: affinity key: %w", gw.GetName(), err)
+		}
+	}
+	val, err := marshal.Marshal(stored)
+	if err != nil {
+		return 0, false, fmt.Errorf("apply gateway %q: encode: %w", gw.GetName(), err)
 	}
 	if len(cur.Kvs) == 1 && bytes.Equal(cur.Kvs[0].Value, val) {
 		return curRev, false, nil
@@ -81,11 +94,9 @@ func (s *Store) Apply(ctx context.Context, gw *fgv1.Gateway, expected *int64) (r
 		if expected != nil {
 			return 0, false, fmt.Errorf("apply gateway %q: changed concurrently: %w", gw.GetName(), ErrConflict)
 		}
-		// Unconditional apply raced another one: last writer wins, as with no revision at all.
-		resp, err = s.kv.Txn(ctx).Then(clientv3.OpPut(key, string(val))).Commit()
-		if err != nil {
-			return 0, false, fmt.Errorf("apply gateway %q: %w", gw.GetName(), wrapEtcd(err))
-		}
+		// An unconditional apply raced another one: try again on what is stored now, so the
+		// affinity key of the winner is kept.
+		return s.Apply(ctx, gw, nil)
 	}
 	return resp.Header.Revision, true, nil
 }
@@ -99,11 +110,11 @@ func (s *Store) Get(ctx context.Context, name string) (Stored, error) {
 	if len(resp.Kvs) == 0 {
 		return Stored{}, fmt.Errorf("get gateway %q: %w", name, ErrNotFound)
 	}
-	gw, err := decode(resp.Kvs[0].Value)
+	st, err := decodeStored(resp.Kvs[0].Value)
 	if err != nil {
 		return Stored{}, fmt.Errorf("get gateway %q: %w", name, err)
 	}
-	return Stored{Gateway: gw, Revision: resp.Kvs[0].ModRevision}, nil
+	return Stored{Gateway: st.GetGateway(), Revision: resp.Kvs[0].ModRevision, AffinityKey: st.GetAffinityKey()}, nil
 }
 
 // List returns every gateway, sorted by name, and the etcd revision the list was read at.
@@ -114,11 +125,11 @@ func (s *Store) List(ctx context.Context) ([]Stored, int64, error) {
 	}
 	out := make([]Stored, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		gw, err := decode(kv.Value)
+		st, err := decodeStored(kv.Value)
 		if err != nil {
 			return nil, 0, fmt.Errorf("list gateways: %s: %w", kv.Key, err)
 		}
-		out = append(out, Stored{Gateway: gw, Revision: kv.ModRevision})
+		out = append(out, Stored{Gateway: st.GetGateway(), Revision: kv.ModRevision, AffinityKey: st.GetAffinityKey()})
 	}
 	return out, resp.Header.Revision, nil
 }
@@ -148,14 +159,23 @@ func (s *Store) Delete(ctx context.Context, name string, expected *int64) (int64
 func NameFromKey(key []byte) string { return strings.TrimPrefix(string(key), GatewayPrefix) }
 
 // Decode decodes a stored gateway value.
-func Decode(val []byte) (*fgv1.Gateway, error) { return decode(val) }
+func Decode(val []byte) (Stored, error) {
+	st, err := decodeStored(val)
+	if err != nil {
+		return Stored{}, err
+	}
+	return Stored{Gateway: st.GetGateway(), AffinityKey: st.GetAffinityKey()}, nil
+}
 
-func decode(val []byte) (*fgv1.Gateway, error) {
-	gw := &fgv1.Gateway{}
-	if err := proto.Unmarshal(val, gw); err != nil {
+func decodeStored(val []byte) (*fgv1.StoredGateway, error) {
+	st := &fgv1.StoredGateway{}
+	if err := proto.Unmarshal(val, st); err != nil {
 		return nil, fmt.Errorf("decode stored gateway: %w", err)
 	}
-	return gw, nil
+	if st.GetGateway() == nil {
+		return nil, fmt.Errorf("decode stored gateway: no gateway")
+	}
+	return st, nil
 }
 
 // wrapEtcd turns etcd's transport errors into ErrUnavailable, letting cancellation pass through.

@@ -175,3 +175,31 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("apply against no etcd: %v, want ErrUnavailable", err)
 	}
 }
+
+// The affinity key is made on the first apply and kept by later ones, so cookies survive applies.
+func TestAffinityKeyKeptAcrossApplies(t *testing.T) {
+	cli := startEtcd(t)
+	s := store.New(cli)
+	ctx := context.Background()
+	if _, _, err := s.Apply(ctx, gateway("a", 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := s.Get(ctx, "a")
+	if len(first.AffinityKey) != 32 {
+		t.Fatalf("affinity key of %d bytes, want 32", len(first.AffinityKey))
+	}
+	if _, _, err := s.Apply(ctx, gateway("a", 2), nil); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := s.Get(ctx, "a")
+	if string(second.AffinityKey) != string(first.AffinityKey) {
+		t.Fatal("affinity key changed on a second apply")
+	}
+	if _, _, err := s.Apply(ctx, gateway("b", 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := s.Get(ctx, "b")
+	if string(other.AffinityKey) == string(first.AffinityKey) {
+		t.Fatal("two gateways share an affinity key")
+	}
+}

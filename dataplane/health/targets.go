@@ -53,11 +53,15 @@ func Targets(gw *fgv1.Gateway) ([]Target, error) {
 				seen[k] = true
 				t := target(k, a, set, probes[set.GetProbe()])
 				if t.Spec.Protocol == config.ProtocolHTTPS {
+					// The same TLS checks as traffic meets.
 					t.Spec.RootCAs, t.Spec.CustomRoots = tlsRoots, tlsRoots != nil
+					t.Spec.ServerName = set.GetSniName()
+					t.Spec.SkipChainCheck = !set.GetValidateCertChainAndExpiration() && set.ValidateCertChainAndExpiration != nil
+					t.Spec.SkipNameCheck = !set.GetValidateSni() && set.ValidateSni != nil
 				}
-				t.Fingerprint = fmt.Sprintf("%s|%s|%d|%s|%s|%s|%v|%v|%d|%s|%s", t.Spec.Protocol, t.Spec.Host, t.Spec.Port,
+				t.Fingerprint = fmt.Sprintf("%s|%s|%d|%s|%s|%s|%v|%v|%d|%s|%s|%v|%v", t.Spec.Protocol, t.Spec.Host, t.Spec.Port,
 					t.Spec.HostHeader, t.Spec.Path, t.Spec.ServerName, t.Spec.Timeout, t.Interval, t.Threshold,
-					fmt.Sprint(t.Spec.Match), fp)
+					fmt.Sprint(t.Spec.Match), fp, t.Spec.SkipChainCheck, t.Spec.SkipNameCheck)
 				out = append(out, t)
 			}
 		}

@@ -79,6 +79,9 @@ type Spec struct {
 	CustomRoots bool           // RootCAs holds configured trustedRootCertificates only (affects classification)
 	ServerName  string         // SNI and name to verify; default HostHeader (without a port), then Host
 	Resolver    Resolver       // nil: net.DefaultResolver
+	// SkipChainCheck and SkipNameCheck turn off the certificate date-and-chain check and the name
+	// check (Azure's validateCertChainAndExpiration and validateSNI set to false).
+	SkipChainCheck, SkipNameCheck bool
 	// LocalIP, if valid, is the source address of the probe's connection: the worker's own address,
 	// so that backends see probes come from where its traffic comes from.
 	LocalIP netip.Addr
@@ -271,7 +274,7 @@ func (p *prober) run() {
 		if name == "" {
 			name = host
 		}
-		v := verifier{roots: s.RootCAs, custom: s.CustomRoots, name: name}
+		v := verifier{roots: s.RootCAs, custom: s.CustomRoots, name: name, skipChain: s.SkipChainCheck, skipName: s.SkipNameCheck}
 		tc := tls.Client(conn, &tls.Config{
 			ServerName:         name, // not sent as SNI when it is an IP address
 			InsecureSkipVerify: true, // verifyConnection verifies, to classify exactly

@@ -77,3 +77,11 @@ func tokenIn(values []string, token string) bool {
 	}
 	return false
 }
+
+// upgradeOf returns the protocol an HTTP/1.1 request asks to switch to ("" if none).
+func upgradeOf(r *http.Request) string {
+	if r.ProtoMajor != 1 || !tokenIn(r.Header["Connection"], "upgrade") {
+		return ""
+	}
+	return r.Header.Get("Upgrade")
+}

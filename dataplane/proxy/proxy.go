@@ -1,15 +1,16 @@
 // Package proxy is the data plane's HTTP request path: it routes each request with the current
-// routing table, picks a server of the target pool round-robin, and forwards the request over a pooled
-// HTTP/1.1 connection. Configurations are swapped in whole through an atomic pointer; the request path
-// takes no lock.
+// routing table, picks a usable server of the target pool (round-robin, or the one an affinity cookie
+// names), rewrites the request for the backend (headers, Host, path override), and forwards it over
+// a pooled HTTP/1.1 connection. Configurations are swapped in whole through an atomic pointer; the
+// request path takes no lock.
 package proxy
 
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -28,34 +29,16 @@ type Proxy struct {
 	log   *slog.Logger
 	state atomic.Pointer[state]
 
-	mu        sync.Mutex                // serializes Apply
-	upstreams map[string]*upstream.Pool // by upstreamOptions' key
+	mu    sync.Mutex           // serializes Apply and Clear
+	conns map[string]io.Closer // connection pools by upstreamKey, kept across configs
 }
 
 // state is one applied configuration, immutable.
 type state struct {
 	version int64
 	table   *route.Table
-	targets []*backendSet // indexed by route.Target.Pair
-}
-
-// backendSet is a pool's servers under one backend settings.
-type backendSet struct {
-	pool, settings string
-	timeout        time.Duration
-	servers        []*server
-	minServers     int    // the probe's fail-open floor
-	hostName       string // Host sent instead of the client's ("": keep it)
-	hostFromServer bool   // send the server's address as Host
-	next           atomic.Uint64
-}
-
-// server is one backend server as addressed by a settings' port.
-type server struct {
-	addr     string
-	host     string // IP or FQDN, without the port
-	upstream *upstream.Pool
-	health   *health.Tracker // nil: not probed, always usable
+	targets []*backendSet        // indexed by route.Target.Pair
+	certs   map[int32]*certStore // Https listener certificates by port
 }
 
 // HealthLookup finds the health state machine of a (settings, server) pair; nil if it is not probed.
@@ -63,7 +46,7 @@ type HealthLookup func(health.Key) *health.Tracker
 
 // New returns a proxy with no configuration: every request gets 404 until Apply.
 func New(log *slog.Logger) *Proxy {
-	p := &Proxy{log: log, upstreams: map[string]*upstream.Pool{}}
+	p := &Proxy{log: log, conns: map[string]io.Closer{}}
 	p.state.Store(&state{table: &route.Table{}})
 	return p
 }
@@ -73,72 +56,36 @@ func (p *Proxy) Version() int64 { return p.state.Load().version }
 
 // Apply compiles a validated gateway and makes it current. Requests in flight finish with the
 // configuration they started with; connections to servers that remain are kept.
-// health gives each server's state machine, read on every request; nil treats every server as healthy.
-func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup) (*route.Table, error) {
+// healthOf gives each server's state machine, read on every request; nil treats every server as
+// healthy. affinityKey keys the affinity cookies.
+func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, affinityKey []byte) (*route.Table, error) {
 	table, err := route.Compile(gw)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := compileCerts(gw)
 	if err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pools := map[string]*fgv1.BackendAddressPool{}
-	for _, bp := range gw.GetBackendAddressPools() {
-		pools[bp.GetName()] = bp
-	}
-	settings := map[string]*fgv1.BackendHttpSettings{}
-	for _, s := range gw.GetBackendHttpSettingsCollection() {
-		settings[s.GetName()] = s
-	}
-	probes := map[string]*fgv1.Probe{}
-	for _, pr := range gw.GetProbes() {
-		probes[pr.GetName()] = pr
-	}
-	used := map[string]*upstream.Pool{}
-	st := &state{version: version, table: table}
+	b := &builder{gw: gw, old: p.conns, used: map[string]io.Closer{}, healthOf: healthOf, affinityKey: affinityKey}
+	st := &state{version: version, table: table, certs: certs}
 	for _, pair := range table.Pairs() {
-		bp, set := pools[pair.Pool], settings[pair.Settings]
-		if bp == nil || set == nil {
-			return nil, fmt.Errorf("route to pool %q with settings %q: not configured", pair.Pool, pair.Settings)
-		}
-		timeout := time.Duration(set.GetRequestTimeout()) * time.Second
-		if set.RequestTimeout == nil {
-			timeout = config.DefaultRequestTimeout * time.Second
-		}
-		bs := &backendSet{pool: pair.Pool, settings: pair.Settings, timeout: timeout,
-			hostName: set.GetHostName(), hostFromServer: set.GetPickHostNameFromBackendAddress()}
-		if pr := probes[set.GetProbe()]; pr != nil {
-			bs.minServers = int(pr.GetMinServers())
-		}
-		roots, rootsID, err := config.RootPool(gw, set)
+		bs, err := b.backendSet(pair)
 		if err != nil {
-			return nil, fmt.Errorf("backend settings %q: %w", set.GetName(), err)
-		}
-		for _, a := range bp.GetBackendAddresses() {
-			addr := config.ServerAddress(a, set.GetPort())
-			opts, poolKey := upstreamOptions(set, a, roots, rootsID)
-			up := used[poolKey]
-			if up == nil {
-				up = p.upstreams[poolKey]
-				if up == nil {
-					up = upstream.NewPool(addr, opts)
-				}
-				used[poolKey] = up
-			}
-			srv := &server{addr: addr, host: a.GetIpAddress() + a.GetFqdn(), upstream: up}
-			if healthOf != nil {
-				srv.health = healthOf(health.Key{Settings: pair.Settings, Address: addr})
-			}
-			bs.servers = append(bs.servers, srv)
+			b.closeNew()
+			return nil, err
 		}
 		st.targets = append(st.targets, bs)
 	}
 	p.state.Store(st)
-	for key, up := range p.upstreams {
-		if used[key] == nil {
-			up.Close() // idle connections now; busy ones as their requests finish
+	for key, c := range p.conns {
+		if b.used[key] == nil {
+			c.Close() // idle connections now; busy ones as their requests finish
 		}
 	}
-	p.upstreams = used
+	p.conns = b.used
 	return table, nil
 }
 
@@ -147,14 +94,34 @@ func (p *Proxy) Clear(version int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.state.Store(&state{version: version, table: &route.Table{}})
-	for _, up := range p.upstreams {
-		up.Close()
+	for _, c := range p.conns {
+		c.Close()
 	}
-	p.upstreams = map[string]*upstream.Pool{}
+	p.conns = map[string]io.Closer{}
 }
 
 // Handler serves the listeners on one port.
 func (p *Proxy) Handler(port int32) http.Handler { return &portHandler{p: p, port: port} }
+
+// TLSConfig is the server TLS configuration of an Https port: the certificate is chosen per
+// connection by SNI from the current configuration. http2 adds "h2" to ALPN.
+func (p *Proxy) TLSConfig(port int32, http2 bool) *tls.Config {
+	protos := []string{"http/1.1"}
+	if http2 {
+		protos = []string{"h2", "http/1.1"}
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: protos,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cs := p.state.Load().certs[port]
+			if cs == nil {
+				return nil, fmt.Errorf("no certificate on port %d", port)
+			}
+			return cs.pick(hello.ServerName)
+		},
+	}
+}
 
 type portHandler struct {
 	p    *Proxy
@@ -169,11 +136,16 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bs := st.targets[t.Pair]
-	srv := bs.pick()
+	srv, fresh := bs.choose(r)
 	if srv == nil {
 		http.Error(w, "502 Bad Gateway: no healthy backend server is available in pool "+bs.pool, http.StatusBadGateway)
 		return
 	}
+	if fresh && bs.affinity {
+		// A new or re-routed client: name the server in both cookies.
+		w.Header()["Set-Cookie"] = srv.setCookies
+	}
+	upgrade := upgradeOf(r)
 	prepareOutbound(r, r.TLS != nil)
 	switch {
 	case bs.hostName != "":
@@ -181,13 +153,34 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case bs.hostFromServer:
 		r.Host = srv.host
 	}
-	status, err := srv.upstream.Forward(r.Context(), w, r, bs.timeout)
+	if bs.path != "" {
+		r.URL.Path = route.Rewrite(t, r.URL.Path, bs.path)
+		r.URL.RawPath = ""
+	}
+	up := srv.pool(r, bs.dedicated)
+	var (
+		status int
+		err    error
+	)
+	if upgrade != "" {
+		status, err = up.Upgrade(r.Context(), w, r, upgrade, bs.timeout, nil)
+		if errors.Is(err, upstream.ErrUpgradeNotSupported) {
+			// This client connection cannot switch protocols: serve the request as if it had not asked.
+			upgrade = ""
+		}
+	}
+	if upgrade == "" {
+		status, err = up.Forward(r.Context(), w, r, bs.timeout)
+	}
 	if err == nil {
 		return
 	}
 	if status != 0 {
 		// The response had begun; all that is left is to cut it short.
 		h.p.log.Debug("response aborted", "server", srv.addr, "err", err)
+		if upgrade != "" {
+			return
+		}
 		panic(http.ErrAbortHandler)
 	}
 	switch {
@@ -206,43 +199,10 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// pick returns the next usable server round-robin, skipping unhealthy ones. When none is usable and
-// the probe sets minServers, the first minServers servers are treated as healthy (fail open).
-// It returns nil when no server may be used.
-func (bs *backendSet) pick() *server {
-	n := uint64(len(bs.servers))
-	if n == 0 {
-		return nil
+// requestTimeout is a settings' response-header timeout.
+func requestTimeout(set *fgv1.BackendHttpSettings) time.Duration {
+	if set.RequestTimeout == nil {
+		return config.DefaultRequestTimeout * time.Second
 	}
-	start := bs.next.Add(1) - 1
-	for i := range n {
-		s := bs.servers[(start+i)%n]
-		if s.health == nil || s.health.Usable() {
-			return s
-		}
-	}
-	if m := uint64(min(bs.minServers, len(bs.servers))); m > 0 {
-		return bs.servers[start%m]
-	}
-	return nil
-}
-
-// upstreamOptions returns the connection options to a server under some settings, and the key under
-// which its connection pool is shared: servers reached the same way share one pool across configs.
-// Https settings verify the server's certificate against roots (nil: the system roots) with the
-// server name taken from the settings' host name, else the server's address.
-func upstreamOptions(set *fgv1.BackendHttpSettings, a *fgv1.BackendAddress, roots *x509.CertPool, rootsID string) (upstream.Options, string) {
-	addr := config.ServerAddress(a, set.GetPort())
-	if set.GetProtocol() != config.ProtocolHTTPS {
-		return upstream.Options{}, addr
-	}
-	name := set.GetHostName()
-	if name == "" {
-		name = a.GetFqdn()
-	}
-	if name == "" {
-		name = a.GetIpAddress()
-	}
-	return upstream.Options{TLSConfig: &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS12}},
-		"https|" + addr + "|" + name + "|" + rootsID
+	return time.Duration(set.GetRequestTimeout()) * time.Second
 }

@@ -27,9 +27,38 @@
 // nginx does), so a backend that streams its response while still reading the
 // request (full duplex) is not supported; if a backend answers early and
 // stops reading, the write fails and Forward still tries to read and forward
-// that early response. Protocol upgrades (WebSocket) are not implemented yet:
-// they will be a separate method that writes the request with its Upgrade
-// header, reads the 101 with the same header reader, hijacks the
-// ResponseWriter and splices the two connections (conn keeps the buffered
-// reader so no bytes read past the header are lost).
+// that early response.
+//
+// # Protocol upgrades
+//
+// Pool.Upgrade handles requests with an Upgrade header (WebSocket, or any
+// other protocol): it sends the request with "Connection: Upgrade" on a newly
+// dialed connection, reads the 101 with the same header reader, hijacks the
+// client connection and copies bytes both ways (with half-close) until both
+// sides are done or the context is canceled. Bytes already read past either
+// header (the backend's first frames behind its 101, the client's behind its
+// request) are forwarded first. A refused upgrade is forwarded like any
+// response. Only HTTP/1.1 client connections can be upgraded.
+//
+// # Dedicated backend connections
+//
+// Some backends tie state to the TCP connection (NTLM or Negotiate
+// authentication is the usual case), so each client connection needs backend
+// connections of its own that no other client connection uses. Nothing beyond
+// a separate Pool is needed for that: the caller creates one Pool per (client
+// connection, backend address), for example lazily in a per-connection value
+// installed by http.Server.ConnContext, and closes those Pools when the client
+// connection closes (http.Server.ConnState reporting StateClosed). A Pool
+// never shares a connection with another Pool, and an HTTP/1.1 client
+// connection has at most one request in flight, so its Pool holds at most one
+// backend connection and reuses it for every request. MaxIdleConns of 1
+// states that, and bounds what an HTTP/2 client connection keeps idle after a
+// burst of concurrent streams. Close closes the idle connection at once and a
+// connection in use as soon as its exchange ends; a Pool closed while a
+// request is in flight does not dial again and does not keep the connection.
+// A closed Pool refuses new requests (ErrPoolClosed), so it must not be
+// closed before the client connection's last request is served. A hijacked
+// (upgraded) client connection never reaches StateClosed; its tunnel uses a
+// connection outside the Pool, so the Pool can be closed when ConnState
+// reports StateHijacked or when Upgrade returns.
 package upstream

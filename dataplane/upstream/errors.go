@@ -9,12 +9,14 @@ import (
 )
 
 // Sentinel errors returned (wrapped, with the backend address and the
-// underlying cause) by Pool.Forward. Test for them with errors.Is.
+// underlying cause) by Pool.Forward and Pool.Upgrade. Test for them with
+// errors.Is.
 //
-// The sentinels tell the caller which status to answer when Forward returned
-// status 0 (nothing was written to the ResponseWriter). When status is non-zero
-// the response header has already been sent and the error only describes why
-// the body was cut short.
+// The sentinels tell the caller which status to answer when Forward or
+// Upgrade returned status 0 (nothing was written to the ResponseWriter). When
+// status is non-zero the response header has already been sent and the error
+// only describes why the body was cut short, or (status 101) why the tunnel of
+// an upgraded connection ended abnormally.
 var (
 	// ErrDial means no connection to the backend could be established
 	// (refused, unreachable, dial timeout, TLS handshake failure, pool closed).
@@ -29,7 +31,10 @@ var (
 	// ErrBadResponse means the backend sent something that is not a valid
 	// HTTP/1.x response, closed the connection before the response header was
 	// complete, or (with status != 0) broke off in the middle of the body.
-	// The caller answers 502 when nothing was written.
+	// The caller answers 502 when nothing was written. Upgrade also returns
+	// it, with status 0, for a 101 that switches to a protocol the client did
+	// not offer, and, with status 101, when reading from or writing to the
+	// backend failed inside the tunnel.
 	ErrBadResponse = errors.New("upstream: bad response from backend")
 
 	// ErrCanceled means ctx was done (typically: the client went away). The
@@ -40,7 +45,8 @@ var (
 	// ErrRequestBody means reading the outbound request body (out.Body, normally
 	// the incoming client request body) failed: the client aborted or sent a
 	// truncated body. The backend connection is discarded. The caller answers
-	// 400 if it still can.
+	// 400 if it still can. Upgrade returns it with status 101 when reading
+	// from the client connection failed inside the tunnel.
 	ErrRequestBody = errors.New("upstream: reading request body failed")
 
 	// ErrInvalidRequest means the outbound request cannot be serialized safely:
@@ -50,8 +56,20 @@ var (
 	ErrInvalidRequest = errors.New("upstream: invalid outbound request")
 
 	// ErrClientWrite means writing the response to the ResponseWriter failed:
-	// the client went away mid-body. Status is non-zero in that case.
+	// the client went away mid-body. Status is non-zero in that case (101
+	// when writing to the client connection of a tunnel failed).
 	ErrClientWrite = errors.New("upstream: writing response to client failed")
+
+	// ErrUpgradeNotSupported is returned by Upgrade, with status 0 and nothing
+	// written, when the client connection cannot be taken over: the request
+	// did not arrive over HTTP/1.1 (HTTP/2 and HTTP/3 have no Upgrade, and an
+	// HTTP/1.0 server must ignore it), or the ResponseWriter does not support
+	// hijacking. The backend has not been contacted, except in the unlikely
+	// case that the ResponseWriter advertised Hijack but it failed after the
+	// backend switched protocols. The caller may serve the request as an
+	// ordinary one with Forward (which is what ignoring Upgrade means) or
+	// answer an error status.
+	ErrUpgradeNotSupported = errors.New("upstream: client connection cannot be upgraded")
 
 	// ErrPoolClosed is wrapped together with ErrDial when Forward is called on a
 	// Pool after Close.

@@ -165,7 +165,7 @@ func (p *Pool) roundTrip(ctx context.Context, c *conn, w http.ResponseWriter, ou
 		}
 	}
 	if resp == nil {
-		resp, retry, err = p.readResponse(ctx, c, out, timeout, ri.kind <= bodyEmpty)
+		resp, retry, err = p.readResponse(ctx, c, out, timeout, ri.kind <= bodyEmpty, false)
 		if err != nil {
 			if bodyWrErr != nil && !c.aborted.Load() {
 				err = wrap(p.addr, ErrBadResponse, "writing request body", bodyWrErr)
@@ -201,9 +201,10 @@ func (p *Pool) startHeader(c *conn, timeout time.Duration) bool {
 
 // readResponse waits for and parses the final response header. noBody
 // reports that no request body was sent, so that a reused connection that
-// yields nothing at all may be retried.
+// yields nothing at all may be retried. want101 accepts a 101 Switching
+// Protocols as the answer (an upgrade was requested).
 func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, timeout time.Duration,
-	noBody bool) (resp *http.Response, retry bool, err error) {
+	noBody, want101 bool) (resp *http.Response, retry bool, err error) {
 	defer c.endHeader()
 	if !p.startHeader(c, timeout) {
 		return nil, false, canceled(p.addr, ctx)
@@ -212,7 +213,7 @@ func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, tim
 		retry = noBody && c.reused && !c.aborted.Load() && !isTimeout(err)
 		return nil, retry, p.connErr(ctx, c, "connection closed before response", err)
 	}
-	resp, err = readHeader(c, out, false)
+	resp, err = readHeader(c, out, false, want101)
 	if err != nil {
 		return nil, false, p.connErr(ctx, c, "reading response header", err)
 	}
@@ -253,7 +254,7 @@ func (p *Pool) awaitContinue(ctx context.Context, c *conn, out *http.Request, ti
 	if !c.setReadDeadline(dl) {
 		return nil, canceled(p.addr, ctx)
 	}
-	resp, err := readHeader(c, out, true)
+	resp, err := readHeader(c, out, true, false)
 	if err != nil {
 		return nil, p.connErr(ctx, c, "reading response header", err)
 	}
@@ -267,8 +268,9 @@ func (p *Pool) awaitContinue(ctx context.Context, c *conn, out *http.Request, ti
 }
 
 // readHeader parses responses until a final one (or a 100 Continue when
-// want100), skipping other informational responses.
-func readHeader(c *conn, out *http.Request, want100 bool) (*http.Response, error) {
+// want100, or a 101 Switching Protocols when want101), skipping other
+// informational responses.
+func readHeader(c *conn, out *http.Request, want100, want101 bool) (*http.Response, error) {
 	for n := 0; ; n++ {
 		resp, err := http.ReadResponse(c.br, out)
 		if err != nil {
@@ -278,6 +280,8 @@ func readHeader(c *conn, out *http.Request, want100 bool) (*http.Response, error
 		case code >= 200:
 			return resp, nil
 		case code == http.StatusContinue && want100:
+			return resp, nil
+		case code == http.StatusSwitchingProtocols && want101:
 			return resp, nil
 		case code == http.StatusSwitchingProtocols:
 			return nil, errUnexpected101

@@ -72,6 +72,12 @@ func newRawBackend(t testing.TB, serve func(c net.Conn, br *bufio.Reader, idx in
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveRaw(t, ln, serve)
+}
+
+// serveRaw is newRawBackend on a given listener (for example a TLS one).
+func serveRaw(t testing.TB, ln net.Listener, serve func(c net.Conn, br *bufio.Reader, idx int)) *rawBackend {
+	t.Helper()
 	rb := &rawBackend{ln: ln}
 	rb.wg.Add(1)
 	go func() {

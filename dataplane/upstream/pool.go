@@ -130,9 +130,19 @@ func (p *Pool) IdleConns() int {
 	return len(p.idle)
 }
 
-// Close closes all idle connections and makes later Forward calls fail with
-// ErrDial (wrapping ErrPoolClosed). Connections in use by running Forward calls
-// are closed when those calls finish. Close is idempotent and always returns nil.
+// Close closes all idle connections and makes later Forward and Upgrade calls
+// fail with ErrDial (wrapping ErrPoolClosed). A connection in use by a running
+// Forward call is not interrupted: the exchange completes and the connection
+// is closed as soon as it is returned, instead of being pooled; a running
+// Forward that needs a new connection (the stale-connection retry) fails with
+// ErrPoolClosed rather than dialing. So no connection outlives a closed Pool's
+// running Forward calls.
+//
+// Close does not end tunnels opened by Upgrade: their connections never
+// belong to the pool, and they end when either side closes or when the
+// context given to Upgrade is done.
+//
+// Close is idempotent and always returns nil.
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	idle := p.idle
@@ -260,8 +270,14 @@ func (p *Pool) sweepIdle() {
 	}
 }
 
-// dial opens a new connection to the backend.
+// dial opens a new connection to the backend, unless the Pool is closed.
 func (p *Pool) dial(ctx context.Context) (*conn, error) {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return nil, wrap(p.addr, ErrDial, "", ErrPoolClosed)
+	}
 	var (
 		nc  net.Conn
 		err error

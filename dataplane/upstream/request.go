@@ -27,9 +27,10 @@ type reqInfo struct {
 	method    string
 	host      string
 	kind      bodyKind
-	length    int64 // for bodyLength
-	expect    bool  // send "Expect: 100-continue" and wait for the backend
-	retryable bool  // may be resent on a fresh connection if a reused one was stale
+	length    int64  // for bodyLength
+	expect    bool   // send "Expect: 100-continue" and wait for the backend
+	retryable bool   // may be resent on a fresh connection if a reused one was stale
+	upgrade   string // Upgrade value sent with "Connection: Upgrade" (Pool.Upgrade only)
 }
 
 // init validates out and fills ri. Errors describe what is wrong; the caller
@@ -86,8 +87,9 @@ func (ri *reqInfo) init(out *http.Request, defaultHost string) error {
 
 // writeRequestHeader writes the request line and header block into c.bw
 // without flushing. Host, Content-Length, Transfer-Encoding, Trailer, Expect
-// and Connection are generated from ri and out rather than copied from
-// out.Header. Invalid names or values are reported, not sanitized.
+// and Connection (and, for an upgrade, Upgrade) are generated from ri and out
+// rather than copied from out.Header. Invalid names or values are reported,
+// not sanitized.
 func (c *conn) writeRequestHeader(out *http.Request, ri *reqInfo) error {
 	bw := c.bw
 	bw.WriteString(ri.method)
@@ -99,7 +101,7 @@ func (c *conn) writeRequestHeader(out *http.Request, ri *reqInfo) error {
 	bw.WriteString(ri.host)
 	bw.WriteString("\r\n")
 	for k, vv := range out.Header {
-		if skipRequestHeader(k) {
+		if skipRequestHeader(k) || (ri.upgrade != "" && len(k) == 7 && strings.EqualFold(k, "Upgrade")) {
 			continue
 		}
 		if !validToken(k) {
@@ -133,7 +135,14 @@ func (c *conn) writeRequestHeader(out *http.Request, ri *reqInfo) error {
 	if ri.expect {
 		bw.WriteString("Expect: 100-continue\r\n")
 	}
-	if out.Close {
+	switch {
+	case ri.upgrade != "":
+		// out.Close is ignored: the connection is never reused anyway, and
+		// "close" next to "Upgrade" would contradict a 101.
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		bw.WriteString(ri.upgrade)
+		bw.WriteString("\r\n")
+	case out.Close:
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("\r\n")

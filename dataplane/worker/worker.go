@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/agent"
+	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/dataplane/health"
 	"github.com/fleetgate/fleetgate/dataplane/probe"
 	"github.com/fleetgate/fleetgate/dataplane/proxy"
@@ -38,6 +39,7 @@ type Worker struct {
 	log    *slog.Logger
 	proxy  *proxy.Proxy
 	health *health.Manager
+	hooks  proxy.ConnHooks
 
 	mu        sync.Mutex // serializes Apply and Shutdown
 	listeners map[int32]*listener
@@ -45,9 +47,15 @@ type Worker struct {
 }
 
 type listener struct {
-	srv *http.Server
-	ln  net.Listener
-	wg  sync.WaitGroup
+	mode listenMode
+	srv  *http.Server
+	ln   net.Listener
+	wg   sync.WaitGroup
+}
+
+// listenMode is what a port's server speaks; a change needs a new server on the port.
+type listenMode struct {
+	https, http2 bool
 }
 
 var _ agent.Applier = (*Worker)(nil)
@@ -99,12 +107,23 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 			targets[i].Spec.LocalIP = ip
 		}
 	}
-	want := map[int32]bool{}
-	for _, l := range snap.GetGateway().GetHttpListeners() {
-		want[l.GetPort()] = true
+	gw := snap.GetGateway()
+	want := map[int32]listenMode{}
+	for _, l := range gw.GetHttpListeners() {
+		want[l.GetPort()] = listenMode{https: l.GetProtocol() == config.ProtocolHTTPS, http2: gw.GetEnableHttp2()}
+	}
+	// Ports whose mode changes get a new server: the old socket is closed first (its connections
+	// finish in the background), so there is a moment when the port refuses connections.
+	var replaced []*listener
+	for port, mode := range want {
+		if l := w.listeners[port]; l != nil && l.mode != mode {
+			l.ln.Close()
+			delete(w.listeners, port)
+			replaced = append(replaced, l)
+		}
 	}
 	opened := map[int32]*listener{}
-	for port := range want {
+	for port, mode := range want {
 		if w.listeners[port] != nil {
 			continue
 		}
@@ -115,10 +134,10 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 			}
 			return fmt.Errorf("listener port %d: %w", port, err)
 		}
-		opened[port] = &listener{ln: ln}
+		opened[port] = &listener{ln: ln, mode: mode}
 	}
 	w.health.Update(snap.GetVersion(), targets)
-	if _, err := w.proxy.Apply(snap.GetVersion(), snap.GetGateway(), w.health.Tracker); err != nil {
+	if _, err := w.proxy.Apply(snap.GetVersion(), gw, w.health.Tracker, snap.GetAffinityKey()); err != nil {
 		for _, o := range opened {
 			o.ln.Close()
 		}
@@ -127,17 +146,38 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 	for port, l := range opened {
 		w.serve(port, l)
 	}
-	w.closeAllExcept(want)
+	for _, l := range replaced {
+		w.closing.Add(1)
+		go func() {
+			defer w.closing.Done()
+			w.shutdown(l)
+		}()
+	}
+	keep := make(map[int32]bool, len(want))
+	for port := range want {
+		keep[port] = true
+	}
+	w.closeAllExcept(keep)
 	return nil
 }
 
 func (w *Worker) serve(port int32, l *listener) {
-	l.srv = newServer(w.proxy.Handler(port), w.log)
+	l.srv = newServer(w.proxy.Handler(port), l.mode, w.log)
+	l.srv.ConnContext, l.srv.ConnState = w.hooks.ConnContext, w.hooks.ConnState
+	if l.mode.https {
+		l.srv.TLSConfig = w.proxy.TLSConfig(port, l.mode.http2)
+	}
 	w.listeners[port] = l
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if l.mode.https {
+			err = l.srv.ServeTLS(l.ln, "", "")
+		} else {
+			err = l.srv.Serve(l.ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			w.log.Error("listener stopped", "port", port, "err", err)
 		}
 	}()
@@ -188,12 +228,15 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// newServer is the HTTP server of a listener: HTTP/1.1 and cleartext HTTP/2 (h2c, prior knowledge),
-// with limits against slow and oversized clients.
-func newServer(h http.Handler, log *slog.Logger) *http.Server {
+// newServer is the HTTP server of a listener: HTTP/1.1, and HTTP/2 when enabled (h2 by ALPN over
+// TLS, h2c with prior knowledge in the clear), with limits against slow and oversized clients.
+func newServer(h http.Handler, mode listenMode, log *slog.Logger) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if mode.http2 {
+		protocols.SetHTTP2(mode.https)
+		protocols.SetUnencryptedHTTP2(!mode.https)
+	}
 	return &http.Server{
 		Handler:           h,
 		Protocols:         &protocols,

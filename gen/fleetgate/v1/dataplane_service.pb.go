@@ -429,7 +429,9 @@ type Snapshot struct {
 	// The configuration. Unset when the gateway was deleted.
 	Gateway *Gateway `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	// The gateway was deleted: stop serving it.
-	Deleted       bool `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Deleted bool `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// Secret of the gateway's affinity cookies, the same for every worker.
+	AffinityKey   []byte `protobuf:"bytes,4,opt,name=affinity_key,json=affinityKey,proto3" json:"affinity_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -483,6 +485,13 @@ func (x *Snapshot) GetDeleted() bool {
 		return x.Deleted
 	}
 	return false
+}
+
+func (x *Snapshot) GetAffinityKey() []byte {
+	if x != nil {
+		return x.AffinityKey
+	}
+	return nil
 }
 
 // HealthReport is a worker's whole current view of the servers it probes. It is sent when a server's
@@ -815,11 +824,12 @@ const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\bsnapshot\x18\x01 \x01(\v2\x16.fleetgate.v1.SnapshotH\x00R\bsnapshot\x128\n" +
 	"\n" +
 	"probe_call\x18\x02 \x01(\v2\x17.fleetgate.v1.ProbeCallH\x00R\tprobeCallB\x06\n" +
-	"\x04kind\"o\n" +
+	"\x04kind\"\x92\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12/\n" +
 	"\agateway\x18\x02 \x01(\v2\x15.fleetgate.v1.GatewayR\agateway\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted\"\x82\x01\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\x12!\n" +
+	"\faffinity_key\x18\x04 \x01(\fR\vaffinityKey\"\x82\x01\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12:\n" +
 	"\aservers\x18\x02 \x03(\v2 .fleetgate.v1.ServerHealthReportR\aservers\x12\x1c\n" +

@@ -42,8 +42,13 @@ type Gateway struct {
 	RequestRoutingRules []*RequestRoutingRule `protobuf:"bytes,7,rep,name=request_routing_rules,json=requestRoutingRules,proto3" json:"request_routing_rules,omitempty"`
 	// CA certificates that Https backend settings may trust instead of the system roots.
 	TrustedRootCertificates []*TrustedRootCertificate `protobuf:"bytes,8,rep,name=trusted_root_certificates,json=trustedRootCertificates,proto3" json:"trusted_root_certificates,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Certificates (with private keys) that Https listeners present.
+	SslCertificates []*SslCertificate `protobuf:"bytes,9,rep,name=ssl_certificates,json=sslCertificates,proto3" json:"ssl_certificates,omitempty"`
+	// Serve HTTP/2 to clients (h2 by ALPN on Https listeners, h2c with prior knowledge on Http ones).
+	// Default true.
+	EnableHttp2   *bool `protobuf:"varint,10,opt,name=enable_http2,json=enableHttp2,proto3,oneof" json:"enable_http2,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Gateway) Reset() {
@@ -132,6 +137,103 @@ func (x *Gateway) GetTrustedRootCertificates() []*TrustedRootCertificate {
 	return nil
 }
 
+func (x *Gateway) GetSslCertificates() []*SslCertificate {
+	if x != nil {
+		return x.SslCertificates
+	}
+	return nil
+}
+
+func (x *Gateway) GetEnableHttp2() bool {
+	if x != nil && x.EnableHttp2 != nil {
+		return *x.EnableHttp2
+	}
+	return false
+}
+
+// SslCertificate is a listener certificate. gatewayctl reads cert_file and key_file and sends their
+// contents as data; the control plane never echoes the private key (get shows public_cert_data).
+type SslCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique among SSL certificates.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// PEM certificate chain (leaf first) followed by the PEM private key. Empty on get.
+	Data string `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// Path of a PEM certificate chain file, read by gatewayctl (relative to the document).
+	CertFile string `protobuf:"bytes,3,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
+	// Path of a PEM private key file, read by gatewayctl (relative to the document).
+	KeyFile string `protobuf:"bytes,4,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
+	// PEM certificate chain without the key: filled in by the control plane on get.
+	PublicCertData string `protobuf:"bytes,5,opt,name=public_cert_data,json=publicCertData,proto3" json:"public_cert_data,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SslCertificate) Reset() {
+	*x = SslCertificate{}
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SslCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SslCertificate) ProtoMessage() {}
+
+func (x *SslCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SslCertificate.ProtoReflect.Descriptor instead.
+func (*SslCertificate) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SslCertificate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SslCertificate) GetData() string {
+	if x != nil {
+		return x.Data
+	}
+	return ""
+}
+
+func (x *SslCertificate) GetCertFile() string {
+	if x != nil {
+		return x.CertFile
+	}
+	return ""
+}
+
+func (x *SslCertificate) GetKeyFile() string {
+	if x != nil {
+		return x.KeyFile
+	}
+	return ""
+}
+
+func (x *SslCertificate) GetPublicCertData() string {
+	if x != nil {
+		return x.PublicCertData
+	}
+	return ""
+}
+
 // TrustedRootCertificate is a CA certificate, referenced by name from backend settings.
 type TrustedRootCertificate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -145,7 +247,7 @@ type TrustedRootCertificate struct {
 
 func (x *TrustedRootCertificate) Reset() {
 	*x = TrustedRootCertificate{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +259,7 @@ func (x *TrustedRootCertificate) String() string {
 func (*TrustedRootCertificate) ProtoMessage() {}
 
 func (x *TrustedRootCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +272,7 @@ func (x *TrustedRootCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustedRootCertificate.ProtoReflect.Descriptor instead.
 func (*TrustedRootCertificate) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{1}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TrustedRootCertificate) GetName() string {
@@ -192,7 +294,7 @@ type HttpListener struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique among listeners.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Http (Https comes with frontend TLS). Default Http.
+	// Http or Https (needs ssl_certificate). Default Http. All listeners on a port share a protocol.
 	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	// Port to listen on, 1-65535. Several multi-site listeners may share a port.
 	Port int32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
@@ -200,14 +302,16 @@ type HttpListener struct {
 	// which takes every host name no multi-site listener on the port claims.
 	HostNames []string `protobuf:"bytes,4,rep,name=host_names,json=hostNames,proto3" json:"host_names,omitempty"`
 	// Single host name (Azure's older hostName property); merged with host_names.
-	HostName      string `protobuf:"bytes,5,opt,name=host_name,json=hostName,proto3" json:"host_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HostName string `protobuf:"bytes,5,opt,name=host_name,json=hostName,proto3" json:"host_name,omitempty"`
+	// Https: name of the ssl_certificates entry to present. Listeners sharing a port pick theirs by SNI.
+	SslCertificate string `protobuf:"bytes,6,opt,name=ssl_certificate,json=sslCertificate,proto3" json:"ssl_certificate,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HttpListener) Reset() {
 	*x = HttpListener{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +323,7 @@ func (x *HttpListener) String() string {
 func (*HttpListener) ProtoMessage() {}
 
 func (x *HttpListener) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +336,7 @@ func (x *HttpListener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpListener.ProtoReflect.Descriptor instead.
 func (*HttpListener) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HttpListener) GetName() string {
@@ -270,6 +374,13 @@ func (x *HttpListener) GetHostName() string {
 	return ""
 }
 
+func (x *HttpListener) GetSslCertificate() string {
+	if x != nil {
+		return x.SslCertificate
+	}
+	return ""
+}
+
 // BackendAddressPool is a set of backend servers.
 type BackendAddressPool struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -283,7 +394,7 @@ type BackendAddressPool struct {
 
 func (x *BackendAddressPool) Reset() {
 	*x = BackendAddressPool{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +406,7 @@ func (x *BackendAddressPool) String() string {
 func (*BackendAddressPool) ProtoMessage() {}
 
 func (x *BackendAddressPool) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +419,7 @@ func (x *BackendAddressPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendAddressPool.ProtoReflect.Descriptor instead.
 func (*BackendAddressPool) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BackendAddressPool) GetName() string {
@@ -339,7 +450,7 @@ type BackendAddress struct {
 
 func (x *BackendAddress) Reset() {
 	*x = BackendAddress{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +462,7 @@ func (x *BackendAddress) String() string {
 func (*BackendAddress) ProtoMessage() {}
 
 func (x *BackendAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +475,7 @@ func (x *BackendAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendAddress.ProtoReflect.Descriptor instead.
 func (*BackendAddress) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BackendAddress) GetIpAddress() string {
@@ -401,13 +512,29 @@ type BackendHttpSettings struct {
 	// Https: names of trusted_root_certificates entries. When any is given, only those roots are
 	// trusted; otherwise the system roots are.
 	TrustedRootCertificates []string `protobuf:"bytes,8,rep,name=trusted_root_certificates,json=trustedRootCertificates,proto3" json:"trusted_root_certificates,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Backend path override: replaces the part of the path that the path rule matched (all of it
+	// for Basic rules and path-map defaults). Starts with '/'. Query strings pass unchanged.
+	Path string `protobuf:"bytes,9,opt,name=path,proto3" json:"path,omitempty"`
+	// Https: verify the backend certificate's chain and validity dates. Default true.
+	ValidateCertChainAndExpiration *bool `protobuf:"varint,10,opt,name=validate_cert_chain_and_expiration,json=validateCertChainAndExpiration,proto3,oneof" json:"validate_cert_chain_and_expiration,omitempty"`
+	// Https: verify that the backend certificate names the SNI sent. Default true.
+	ValidateSni *bool `protobuf:"varint,11,opt,name=validate_sni,json=validateSni,proto3,oneof" json:"validate_sni,omitempty"`
+	// Https: server name (SNI) sent and verified. Default: the Host header sent to the backend.
+	SniName string `protobuf:"bytes,12,opt,name=sni_name,json=sniName,proto3" json:"sni_name,omitempty"`
+	// Each client connection gets its own backend connections, never shared and closed with it
+	// (NTLM/Kerberos passthrough). Needs enable_http2 false.
+	DedicatedBackendConnection bool `protobuf:"varint,13,opt,name=dedicated_backend_connection,json=dedicatedBackendConnection,proto3" json:"dedicated_backend_connection,omitempty"`
+	// Enabled or Disabled (default): send a client back to the server that answered it first.
+	CookieBasedAffinity string `protobuf:"bytes,14,opt,name=cookie_based_affinity,json=cookieBasedAffinity,proto3" json:"cookie_based_affinity,omitempty"`
+	// Name of the affinity cookie (default ApplicationGatewayAffinity); <name>CORS is set too.
+	AffinityCookieName string `protobuf:"bytes,15,opt,name=affinity_cookie_name,json=affinityCookieName,proto3" json:"affinity_cookie_name,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *BackendHttpSettings) Reset() {
 	*x = BackendHttpSettings{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +546,7 @@ func (x *BackendHttpSettings) String() string {
 func (*BackendHttpSettings) ProtoMessage() {}
 
 func (x *BackendHttpSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +559,7 @@ func (x *BackendHttpSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHttpSettings.ProtoReflect.Descriptor instead.
 func (*BackendHttpSettings) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BackendHttpSettings) GetName() string {
@@ -491,6 +618,55 @@ func (x *BackendHttpSettings) GetTrustedRootCertificates() []string {
 	return nil
 }
 
+func (x *BackendHttpSettings) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BackendHttpSettings) GetValidateCertChainAndExpiration() bool {
+	if x != nil && x.ValidateCertChainAndExpiration != nil {
+		return *x.ValidateCertChainAndExpiration
+	}
+	return false
+}
+
+func (x *BackendHttpSettings) GetValidateSni() bool {
+	if x != nil && x.ValidateSni != nil {
+		return *x.ValidateSni
+	}
+	return false
+}
+
+func (x *BackendHttpSettings) GetSniName() string {
+	if x != nil {
+		return x.SniName
+	}
+	return ""
+}
+
+func (x *BackendHttpSettings) GetDedicatedBackendConnection() bool {
+	if x != nil {
+		return x.DedicatedBackendConnection
+	}
+	return false
+}
+
+func (x *BackendHttpSettings) GetCookieBasedAffinity() string {
+	if x != nil {
+		return x.CookieBasedAffinity
+	}
+	return ""
+}
+
+func (x *BackendHttpSettings) GetAffinityCookieName() string {
+	if x != nil {
+		return x.AffinityCookieName
+	}
+	return ""
+}
+
 // Probe is a custom health probe.
 type Probe struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -523,7 +699,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +711,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +724,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Probe) GetName() string {
@@ -641,7 +817,7 @@ type ProbeMatch struct {
 
 func (x *ProbeMatch) Reset() {
 	*x = ProbeMatch{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +829,7 @@ func (x *ProbeMatch) String() string {
 func (*ProbeMatch) ProtoMessage() {}
 
 func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +842,7 @@ func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeMatch.ProtoReflect.Descriptor instead.
 func (*ProbeMatch) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProbeMatch) GetStatusCodes() []string {
@@ -700,7 +876,7 @@ type UrlPathMap struct {
 
 func (x *UrlPathMap) Reset() {
 	*x = UrlPathMap{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +888,7 @@ func (x *UrlPathMap) String() string {
 func (*UrlPathMap) ProtoMessage() {}
 
 func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +901,7 @@ func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UrlPathMap.ProtoReflect.Descriptor instead.
 func (*UrlPathMap) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UrlPathMap) GetName() string {
@@ -774,7 +950,7 @@ type PathRule struct {
 
 func (x *PathRule) Reset() {
 	*x = PathRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +962,7 @@ func (x *PathRule) String() string {
 func (*PathRule) ProtoMessage() {}
 
 func (x *PathRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +975,7 @@ func (x *PathRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathRule.ProtoReflect.Descriptor instead.
 func (*PathRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PathRule) GetName() string {
@@ -853,7 +1029,7 @@ type RequestRoutingRule struct {
 
 func (x *RequestRoutingRule) Reset() {
 	*x = RequestRoutingRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1041,7 @@ func (x *RequestRoutingRule) String() string {
 func (*RequestRoutingRule) ProtoMessage() {}
 
 func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1054,7 @@ func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRoutingRule.ProtoReflect.Descriptor instead.
 func (*RequestRoutingRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RequestRoutingRule) GetName() string {
@@ -934,7 +1110,7 @@ var File_fleetgate_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x1afleetgate/v1/gateway.proto\x12\ffleetgate.v1\"\xc5\x04\n" +
+	"\x1afleetgate/v1/gateway.proto\x12\ffleetgate.v1\"\xc7\x05\n" +
 	"\aGateway\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
 	"\x0ehttp_listeners\x18\x02 \x03(\v2\x1a.fleetgate.v1.HttpListenerR\rhttpListeners\x12T\n" +
@@ -943,24 +1119,35 @@ const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\x06probes\x18\x05 \x03(\v2\x13.fleetgate.v1.ProbeR\x06probes\x12<\n" +
 	"\rurl_path_maps\x18\x06 \x03(\v2\x18.fleetgate.v1.UrlPathMapR\vurlPathMaps\x12T\n" +
 	"\x15request_routing_rules\x18\a \x03(\v2 .fleetgate.v1.RequestRoutingRuleR\x13requestRoutingRules\x12`\n" +
-	"\x19trusted_root_certificates\x18\b \x03(\v2$.fleetgate.v1.TrustedRootCertificateR\x17trustedRootCertificates\"@\n" +
+	"\x19trusted_root_certificates\x18\b \x03(\v2$.fleetgate.v1.TrustedRootCertificateR\x17trustedRootCertificates\x12G\n" +
+	"\x10ssl_certificates\x18\t \x03(\v2\x1c.fleetgate.v1.SslCertificateR\x0fsslCertificates\x12&\n" +
+	"\fenable_http2\x18\n" +
+	" \x01(\bH\x00R\venableHttp2\x88\x01\x01B\x0f\n" +
+	"\r_enable_http2\"\x9a\x01\n" +
+	"\x0eSslCertificate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\tR\x04data\x12\x1b\n" +
+	"\tcert_file\x18\x03 \x01(\tR\bcertFile\x12\x19\n" +
+	"\bkey_file\x18\x04 \x01(\tR\akeyFile\x12(\n" +
+	"\x10public_cert_data\x18\x05 \x01(\tR\x0epublicCertData\"@\n" +
 	"\x16TrustedRootCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\tR\x04data\"\x8e\x01\n" +
+	"\x04data\x18\x02 \x01(\tR\x04data\"\xb7\x01\n" +
 	"\fHttpListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
 	"\x04port\x18\x03 \x01(\x05R\x04port\x12\x1d\n" +
 	"\n" +
 	"host_names\x18\x04 \x03(\tR\thostNames\x12\x1b\n" +
-	"\thost_name\x18\x05 \x01(\tR\bhostName\"s\n" +
+	"\thost_name\x18\x05 \x01(\tR\bhostName\x12'\n" +
+	"\x0fssl_certificate\x18\x06 \x01(\tR\x0esslCertificate\"s\n" +
 	"\x12BackendAddressPool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12I\n" +
 	"\x11backend_addresses\x18\x02 \x03(\v2\x1c.fleetgate.v1.BackendAddressR\x10backendAddresses\"C\n" +
 	"\x0eBackendAddress\x12\x1d\n" +
 	"\n" +
 	"ip_address\x18\x01 \x01(\tR\tipAddress\x12\x12\n" +
-	"\x04fqdn\x18\x02 \x01(\tR\x04fqdn\"\xd7\x02\n" +
+	"\x04fqdn\x18\x02 \x01(\tR\x04fqdn\"\xdf\x05\n" +
 	"\x13BackendHttpSettings\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1a\n" +
@@ -969,8 +1156,18 @@ const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\x05probe\x18\x05 \x01(\tR\x05probe\x12\x1b\n" +
 	"\thost_name\x18\x06 \x01(\tR\bhostName\x12K\n" +
 	"#pick_host_name_from_backend_address\x18\a \x01(\bR\x1epickHostNameFromBackendAddress\x12:\n" +
-	"\x19trusted_root_certificates\x18\b \x03(\tR\x17trustedRootCertificatesB\x12\n" +
-	"\x10_request_timeout\"\xd1\x03\n" +
+	"\x19trusted_root_certificates\x18\b \x03(\tR\x17trustedRootCertificates\x12\x12\n" +
+	"\x04path\x18\t \x01(\tR\x04path\x12O\n" +
+	"\"validate_cert_chain_and_expiration\x18\n" +
+	" \x01(\bH\x01R\x1evalidateCertChainAndExpiration\x88\x01\x01\x12&\n" +
+	"\fvalidate_sni\x18\v \x01(\bH\x02R\vvalidateSni\x88\x01\x01\x12\x19\n" +
+	"\bsni_name\x18\f \x01(\tR\asniName\x12@\n" +
+	"\x1cdedicated_backend_connection\x18\r \x01(\bR\x1adedicatedBackendConnection\x122\n" +
+	"\x15cookie_based_affinity\x18\x0e \x01(\tR\x13cookieBasedAffinity\x120\n" +
+	"\x14affinity_cookie_name\x18\x0f \x01(\tR\x12affinityCookieNameB\x12\n" +
+	"\x10_request_timeoutB%\n" +
+	"#_validate_cert_chain_and_expirationB\x0f\n" +
+	"\r_validate_sni\"\xd1\x03\n" +
 	"\x05Probe\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -1030,36 +1227,38 @@ func file_fleetgate_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_gateway_proto_rawDescData
 }
 
-var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_fleetgate_v1_gateway_proto_goTypes = []any{
 	(*Gateway)(nil),                // 0: fleetgate.v1.Gateway
-	(*TrustedRootCertificate)(nil), // 1: fleetgate.v1.TrustedRootCertificate
-	(*HttpListener)(nil),           // 2: fleetgate.v1.HttpListener
-	(*BackendAddressPool)(nil),     // 3: fleetgate.v1.BackendAddressPool
-	(*BackendAddress)(nil),         // 4: fleetgate.v1.BackendAddress
-	(*BackendHttpSettings)(nil),    // 5: fleetgate.v1.BackendHttpSettings
-	(*Probe)(nil),                  // 6: fleetgate.v1.Probe
-	(*ProbeMatch)(nil),             // 7: fleetgate.v1.ProbeMatch
-	(*UrlPathMap)(nil),             // 8: fleetgate.v1.UrlPathMap
-	(*PathRule)(nil),               // 9: fleetgate.v1.PathRule
-	(*RequestRoutingRule)(nil),     // 10: fleetgate.v1.RequestRoutingRule
+	(*SslCertificate)(nil),         // 1: fleetgate.v1.SslCertificate
+	(*TrustedRootCertificate)(nil), // 2: fleetgate.v1.TrustedRootCertificate
+	(*HttpListener)(nil),           // 3: fleetgate.v1.HttpListener
+	(*BackendAddressPool)(nil),     // 4: fleetgate.v1.BackendAddressPool
+	(*BackendAddress)(nil),         // 5: fleetgate.v1.BackendAddress
+	(*BackendHttpSettings)(nil),    // 6: fleetgate.v1.BackendHttpSettings
+	(*Probe)(nil),                  // 7: fleetgate.v1.Probe
+	(*ProbeMatch)(nil),             // 8: fleetgate.v1.ProbeMatch
+	(*UrlPathMap)(nil),             // 9: fleetgate.v1.UrlPathMap
+	(*PathRule)(nil),               // 10: fleetgate.v1.PathRule
+	(*RequestRoutingRule)(nil),     // 11: fleetgate.v1.RequestRoutingRule
 }
 var file_fleetgate_v1_gateway_proto_depIdxs = []int32{
-	2,  // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
-	3,  // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
-	5,  // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
-	6,  // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
-	8,  // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
-	10, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
-	1,  // 6: fleetgate.v1.Gateway.trusted_root_certificates:type_name -> fleetgate.v1.TrustedRootCertificate
-	4,  // 7: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
-	7,  // 8: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
-	9,  // 9: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
+	4,  // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
+	6,  // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
+	7,  // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
+	9,  // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
+	11, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
+	2,  // 6: fleetgate.v1.Gateway.trusted_root_certificates:type_name -> fleetgate.v1.TrustedRootCertificate
+	1,  // 7: fleetgate.v1.Gateway.ssl_certificates:type_name -> fleetgate.v1.SslCertificate
+	5,  // 8: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
+	8,  // 9: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
+	10, // 10: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_gateway_proto_init() }
@@ -1067,16 +1266,17 @@ func file_fleetgate_v1_gateway_proto_init() {
 	if File_fleetgate_v1_gateway_proto != nil {
 		return
 	}
-	file_fleetgate_v1_gateway_proto_msgTypes[5].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[0].OneofWrappers = []any{}
 	file_fleetgate_v1_gateway_proto_msgTypes[6].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[10].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[7].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_gateway_proto_rawDesc), len(file_fleetgate_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
