@@ -8,7 +8,7 @@ PROTOC_GEN_GO_VERSION  := v1.36.12
 PROTOC_GEN_GRPC_VERSION:= v1.6.2
 STATICCHECK_VERSION    := v0.8.2
 
-.PHONY: all build gen check-gen lint test unit e2e demo bench tools clean
+.PHONY: all build gen check-gen lint test unit e2e demo bench bench-controlplane tools clean
 
 all: build
 
@@ -50,6 +50,10 @@ demo: build
 
 bench: build
 	./scripts/bench.sh
+
+# 1,000 simulated workers x 1,000 servers against one control plane (WORKERS, SERVERS, ROUNDS).
+bench-controlplane: build
+	SKIP_BUILD=1 ./scripts/bench-controlplane.sh
 
 clean:
 	rm -rf $(BIN)

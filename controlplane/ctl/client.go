@@ -16,10 +16,15 @@ import (
 
 // dial opens the connection to the control plane. Every command connects through here: transport
 // security and credentials belong in this one place.
+// maxResponseBytes bounds an answer gatewayctl accepts.
+const maxResponseBytes = 256 << 20
+
 func dial(f *globalFlags) (*grpc.ClientConn, error) {
 	return grpc.NewClient(f.server,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithUserAgent("gatewayctl"),
+		// BackendHealth of a large fleet (1,000 workers x 1,000 servers) is tens of MiB.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)),
 	)
 }
 

@@ -1,0 +1,587 @@
+// Command controlplane-bench loads a Fleetgate control plane with simulated data-plane workers over
+// real gRPC and measures config push latency, backend-health convergence and transition latency,
+// BackendHealth call latency, steady-state etcd writes, and the control plane's CPU and memory.
+//
+// Without --controlplane it starts bin/controlplane itself (embedded etcd in a temp dir, free
+// loopback ports), so that it can read that process's CPU and memory from /proc. Every address is on
+// loopback; backend server addresses are configuration only and never dialled.
+//
+//	go run ./scripts/bench/controlplane --workers 100 --servers 100 --rounds 5
+//
+// See scripts/bench-controlplane.sh.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/controlplane/fleet"
+	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
+)
+
+type options struct {
+	cpAddr, etcdEP, gateway, cpBin, cpLogLevel, perfDir string
+	workers, servers, rounds, perConn, bhCalls          int
+	steady, hbPeriod, waitTimeout                       time.Duration
+	seed                                                uint64
+	keep                                                bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.cpAddr, "controlplane", "", "control plane gRPC address (loopback); empty: start --cp-bin with an embedded etcd in a temp dir")
+	flag.StringVar(&o.etcdEP, "etcd", "", "etcd client URL of an external --controlplane, to count writes (optional)")
+	flag.StringVar(&o.cpBin, "cp-bin", "bin/controlplane", "control-plane binary to start when --controlplane is empty")
+	flag.StringVar(&o.cpLogLevel, "cp-log-level", "info", "--log-level of the started control plane")
+	flag.StringVar(&o.gateway, "gateway", "bench-cp", "gateway name")
+	flag.IntVar(&o.workers, "workers", 1000, "simulated data-plane workers (N)")
+	flag.IntVar(&o.servers, "servers", 1000, "backend servers in the pool (M)")
+	flag.IntVar(&o.rounds, "rounds", 20, "config pushes and health flips measured")
+	flag.IntVar(&o.perConn, "workers-per-conn", 100, "worker streams sharing one gRPC connection")
+	flag.IntVar(&o.bhCalls, "bh-calls", 50, "BackendHealth calls for the latency measurement")
+	flag.DurationVar(&o.steady, "steady", 20*time.Second, "steady-state window (heartbeats only)")
+	flag.DurationVar(&o.hbPeriod, "heartbeat", time.Second, "heartbeat period of every worker")
+	flag.DurationVar(&o.waitTimeout, "wait-timeout", 3*time.Minute, "give up on one convergence after this long")
+	flag.Uint64Var(&o.seed, "seed", 1, "seed of the random worker/server choice for health flips")
+	flag.StringVar(&o.perfDir, "perf-dir", "", "record the started control plane with `perf record` per phase into this dir and print its hottest symbols")
+	flag.BoolVar(&o.keep, "keep", false, "keep the started control plane's temp dir (data and log)")
+	flag.Parse()
+	if o.workers < 1 || o.servers < 1 || o.rounds < 1 {
+		fmt.Fprintln(os.Stderr, "controlplane-bench: --workers, --servers and --rounds must be >= 1")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, o)
+	if res != nil {
+		res.print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "controlplane-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// bench is one run.
+type bench struct {
+	o    options
+	ctx  context.Context
+	cp   *child // nil with an external control plane
+	pid  string
+	etcd *clientv3.Client
+	ops  fgv1.ConfigServiceClient
+	res  *results
+}
+
+func run(ctx context.Context, o options) (*results, error) {
+	b := &bench{o: o, ctx: ctx, res: &results{o: o, perf: map[string]string{}}}
+	if o.cpAddr == "" {
+		logf("starting %s (embedded etcd, temp dir)", o.cpBin)
+		cp, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0)
+		if err != nil {
+			return nil, err
+		}
+		b.cp, b.pid = cp, strconv.Itoa(cp.pid)
+		o.cpAddr, o.etcdEP = cp.addr, cp.etcd
+		b.res.cpMode = fmt.Sprintf("started by the bench: pid %d, gRPC %s, embedded etcd %s, log %s (removed at exit unless --keep)", cp.pid, cp.addr, cp.etcd, cp.logPath)
+		defer func() {
+			logf("stopping the control plane")
+			cp.stop(o.keep)
+			if o.keep {
+				logf("kept %s", cp.dir)
+			}
+		}()
+		if o.perfDir != "" {
+			if err := os.MkdirAll(o.perfDir, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		b.res.cpMode = "external at " + o.cpAddr + " (no CPU/RSS figures)"
+	}
+	if o.etcdEP != "" {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{o.etcdEP}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			return b.res, fmt.Errorf("etcd client: %w", err)
+		}
+		defer cli.Close()
+		b.etcd = cli
+	}
+	opsConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
+	if err != nil {
+		return b.res, err
+	}
+	defer opsConn.Close()
+	b.ops = fgv1.NewConfigServiceClient(opsConn)
+	bhConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
+	if err != nil {
+		return b.res, err
+	}
+	defer bhConn.Close()
+	poller := &bhPoller{conn: bhConn, gateway: o.gateway}
+
+	// Phase 0: the gateway.
+	gw, addrs := buildGateway(o.gateway, o.servers, 0)
+	var rev int64
+	if err := b.phase("apply", func() error {
+		resp, err := b.ops.ApplyGateway(ctx, &fgv1.ApplyGatewayRequest{Gateway: gw})
+		if err != nil {
+			return fmt.Errorf("ApplyGateway: %w", err)
+		}
+		rev = resp.GetRevision()
+		b.res.gatewayBytes = proto.Size(resp.GetGateway())
+		return nil
+	}); err != nil {
+		return b.res, err
+	}
+	defer func() {
+		if b.cp == nil { // an external control plane keeps running: leave it as it was
+			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := b.ops.DeleteGateway(dctx, &fgv1.DeleteGatewayRequest{Name: o.gateway}); err != nil {
+				logf("delete gateway %s: %v", o.gateway, err)
+			}
+		}
+	}()
+
+	// Phase 1: connect N workers; each receives the snapshot and ACKs it.
+	fs, err := newFleetSim(o.cpAddr, o.gateway, o.workers, o.perConn)
+	if err != nil {
+		return b.res, err
+	}
+	defer fs.close()
+	if err := b.phase("connect", func() error {
+		logf("connecting %d workers (%d per connection)", o.workers, o.perConn)
+		t0 := time.Now()
+		if err := fs.connect(o.perConn); err != nil {
+			return err
+		}
+		times, got, err := fs.recv.wait(rev, o.waitTimeout, ctx.Done())
+		if err != nil {
+			return fmt.Errorf("initial snapshot: %d/%d workers received version %d: %w (%v)", got, o.workers, rev, err, fs.err())
+		}
+		b.res.connectRecv = latest(times).Sub(t0)
+		acked, err := b.waitAcks(rev, t0)
+		if err != nil {
+			return fmt.Errorf("initial ACKs: %w", err)
+		}
+		b.res.connectAck = acked
+		logf("all %d workers connected and received version %d in %s; all ACKs recorded after %s",
+			o.workers, rev, fmtDur(b.res.connectRecv), fmtDur(acked))
+		return nil
+	}); err != nil {
+		return b.res, err
+	}
+
+	// Phase 2: config push rounds.
+	pushErr := b.phase("push", func() error {
+		for r := 1; r <= o.rounds; r++ {
+			gw, _ := buildGateway(o.gateway, o.servers, r)
+			t0 := time.Now()
+			resp, err := b.ops.ApplyGateway(ctx, &fgv1.ApplyGatewayRequest{Gateway: gw})
+			t1 := time.Now()
+			if err != nil {
+				return fmt.Errorf("round %d: ApplyGateway: %w", r, err)
+			}
+			if !resp.GetChanged() {
+				return fmt.Errorf("round %d: ApplyGateway reported no change", r)
+			}
+			rev = resp.GetRevision()
+			b.res.applyRPC = append(b.res.applyRPC, t1.Sub(t0))
+			times, got, err := fs.recv.wait(rev, o.waitTimeout, ctx.Done())
+			if err != nil {
+				return fmt.Errorf("round %d: %d/%d workers received version %d: %w (%v)", r, got, o.workers, rev, err, fs.err())
+			}
+			for _, t := range times {
+				b.res.perWorkerStart = append(b.res.perWorkerStart, t.Sub(t0))
+				d := t.Sub(t1)
+				if d < 0 { // the watch beat the unary answer
+					b.res.recvEarly++
+					d = 0
+				}
+				b.res.perWorker = append(b.res.perWorker, d)
+			}
+			all := max(latest(times).Sub(t1), 0)
+			b.res.allRecv = append(b.res.allRecv, all)
+			b.res.allRecvStart = append(b.res.allRecvStart, latest(times).Sub(t0))
+			acked, err := b.waitAcks(rev, t1)
+			if err != nil {
+				return fmt.Errorf("round %d: %w", r, err)
+			}
+			b.res.allAck = append(b.res.allAck, acked)
+			logf("push round %d/%d: version %d received by all %d workers after %s, all ACKs recorded after %s",
+				r, o.rounds, rev, o.workers, fmtDur(all), fmtDur(acked))
+			time.Sleep(100 * time.Millisecond)
+		}
+		return nil
+	})
+	if pushErr != nil {
+		b.res.pushErr = pushErr.Error()
+		logf("config push: %v", pushErr)
+		if ctx.Err() != nil {
+			return b.res, ctx.Err()
+		}
+	}
+
+	// Phase 3: health views: initial convergence.
+	b.res.reportBytes = proto.Size(healthReportOf(rev, "settings1", addrs))
+	fs.startHeartbeats(o.hbPeriod)
+	loadErr := b.phase("health-load", func() error {
+		logf("every worker sends a full health view of %d servers (~%s each)", o.servers, fmtBytes(int64(b.res.reportBytes)))
+		t0 := time.Now()
+		if err := fs.sendFullReports(rev, "settings1", addrs); err != nil {
+			return err
+		}
+		b.res.reportsSent = time.Since(t0)
+		deadline := t0.Add(o.waitTimeout)
+		match, total := 0, 0
+		for time.Now().Before(deadline) {
+			var err error
+			match, total, err = poller.count(ctx, "Healthy", int32(o.workers))
+			if err != nil {
+				return fmt.Errorf("BackendHealth: %w", err)
+			}
+			if total == o.servers && match == o.servers {
+				b.res.healthInit = time.Since(t0)
+				logf("BackendHealth shows all %d servers Healthy on %d workers after %s (%d calls, last response %s)",
+					o.servers, o.workers, fmtDur(b.res.healthInit), poller.calls, fmtBytes(int64(poller.size)))
+				return nil
+			}
+			if err := fs.err(); err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("after %s only %d/%d servers show Healthy with healthy_dataplanes == %d (%v)", o.waitTimeout, match, total, o.workers, fs.err())
+	})
+	b.res.memLoaded, b.res.hwmLoaded = b.mem()
+	if loadErr != nil {
+		b.res.healthErr = loadErr.Error()
+		logf("health load: %v", loadErr)
+		return b.res, loadErr
+	}
+
+	// Phase 4: health transitions.
+	rng := rand.New(rand.NewPCG(o.seed, 0x5eed))
+	bad := "Partial"
+	if o.workers == 1 {
+		bad = "Unhealthy"
+	}
+	b.res.badWord = bad
+	flipErr := b.phase("flips", func() error {
+		for r := 1; r <= o.rounds; r++ {
+			wi, si := rng.IntN(o.workers), rng.IntN(o.servers)
+			addr := addrs[si]
+			key := fleet.HealthKey(o.gateway, fs.workers[wi].id)
+			stored := b.watchKey(key)
+			t0 := time.Now()
+			if err := fs.flip(wi, si, false); err != nil {
+				return fmt.Errorf("flip %d: %w", r, err)
+			}
+			seen, inCache, last, err := poller.waitFor(ctx, addr, bad, o.waitTimeout)
+			if err != nil {
+				return fmt.Errorf("flip %d (%s on %s -> Unhealthy): BackendHealth never showed %s (last %q): %w", r, addr, fs.workers[wi].id, bad, last, err)
+			}
+			down := seen.Sub(t0)
+			b.res.toBad = append(b.res.toBad, down)
+			b.res.inCache = append(b.res.inCache, max(inCache.Sub(t0), 0))
+			b.res.stored = append(b.res.stored, stored.wait(t0)...)
+
+			stored = b.watchKey(key)
+			t0 = time.Now()
+			if err := fs.flip(wi, si, true); err != nil {
+				return fmt.Errorf("flip %d back: %w", r, err)
+			}
+			seen, inCache, last, err = poller.waitFor(ctx, addr, "Healthy", o.waitTimeout)
+			if err != nil {
+				return fmt.Errorf("flip %d (%s on %s -> Healthy): BackendHealth never showed Healthy (last %q): %w", r, addr, fs.workers[wi].id, last, err)
+			}
+			up := seen.Sub(t0)
+			b.res.toHealthy = append(b.res.toHealthy, up)
+			b.res.inCache = append(b.res.inCache, max(inCache.Sub(t0), 0))
+			b.res.stored = append(b.res.stored, stored.wait(t0)...)
+			logf("flip %d/%d: %s on %s: %s visible after %s, Healthy again after %s", r, o.rounds, addr, fs.workers[wi].id, bad, fmtDur(down), fmtDur(up))
+		}
+		return nil
+	})
+	b.res.flipCalls = poller.callDur
+	if flipErr != nil {
+		b.res.flipErr = flipErr.Error()
+		logf("health flips: %v", flipErr)
+		if ctx.Err() != nil {
+			return b.res, ctx.Err()
+		}
+	}
+
+	// Phase 5: BackendHealth latency with N x M views loaded.
+	bhErr := b.phase("backendhealth", func() error {
+		buf := &rawMsg{}
+		for i := 0; i < o.bhCalls; i++ {
+			t0 := time.Now()
+			raw, err := backendHealthRaw(ctx, bhConn, o.gateway, buf)
+			if err != nil {
+				return fmt.Errorf("BackendHealth call %d: %w", i+1, err)
+			}
+			b.res.bhLat = append(b.res.bhLat, time.Since(t0))
+			b.res.bhSize = len(raw)
+		}
+		// What a client decoding the whole answer pays on top (gatewayctl does).
+		t0 := time.Now()
+		var full fgv1.BackendHealthResponse
+		if err := proto.Unmarshal(buf.b, &full); err != nil {
+			return fmt.Errorf("decode BackendHealth: %w", err)
+		}
+		b.res.bhDecode = time.Since(t0)
+		// A client with gRPC's default 4 MiB receive limit, as gatewayctl dials.
+		defConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer defConn.Close()
+		if _, err := fgv1.NewConfigServiceClient(defConn).BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: o.gateway}); err != nil {
+			st := status.Convert(err)
+			b.res.bhDefaultLimit = fmt.Sprintf("FAILS: %s: %s", st.Code(), st.Message())
+		} else {
+			b.res.bhDefaultLimit = "ok"
+		}
+		logf("BackendHealth: %d calls, p50 %s, response %s", o.bhCalls, fmtDur(pct(b.res.bhLat, 50)), fmtBytes(int64(b.res.bhSize)))
+		return nil
+	})
+	if bhErr != nil {
+		b.res.bhErr = bhErr.Error()
+	}
+
+	// Phase 6: steady state.
+	steadyErr := b.phase("steady", func() error {
+		logf("steady state: %s of heartbeats only", o.steady)
+		hb0 := fs.heartbeats.Load()
+		select {
+		case <-time.After(o.steady):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		b.res.steadyHeartbeats = fs.heartbeats.Load() - hb0
+		return fs.err()
+	})
+	if steadyErr != nil {
+		b.res.steadyErr = steadyErr.Error()
+	}
+	// Views still fresh (heartbeats kept them)?
+	if match, total, err := poller.count(ctx, "Healthy", int32(o.workers)); err == nil {
+		b.res.freshAfter = fmt.Sprintf("%d/%d servers Healthy on all %d workers", match, total, o.workers)
+	} else {
+		b.res.freshAfter = "BackendHealth: " + err.Error()
+	}
+	b.res.memEnd, b.res.hwmEnd = b.mem()
+	if err := fs.err(); err != nil {
+		b.res.notes = append(b.res.notes, "worker streams: "+err.Error())
+	}
+	if b.cp != nil {
+		if err := b.cp.alive(); err != nil {
+			return b.res, err
+		}
+	}
+	return b.res, nil
+}
+
+// waitAcks polls ListDataPlanes until every worker's applied_version is at least rev; it returns
+// the time from t0 to the answer that showed it. It starts once every worker received rev, so it
+// does not compete with the fan-out it follows.
+func (b *bench) waitAcks(rev int64, t0 time.Time) (time.Duration, error) {
+	deadline := time.Now().Add(b.o.waitTimeout)
+	n := 0
+	for time.Now().Before(deadline) {
+		resp, err := b.ops.ListDataPlanes(b.ctx, &fgv1.ListDataPlanesRequest{Gateway: b.o.gateway})
+		if err != nil {
+			return 0, fmt.Errorf("ListDataPlanes: %w", err)
+		}
+		n = 0
+		for _, dp := range resp.GetDataplanes() {
+			if dp.GetAppliedVersion() >= rev {
+				n++
+			}
+		}
+		if n >= b.o.workers {
+			return time.Since(t0), nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("after %s only %d/%d workers show applied_version %d in ListDataPlanes", b.o.waitTimeout, n, b.o.workers, rev)
+}
+
+// keyWatch sees the next write of one etcd key.
+type keyWatch struct {
+	cancel context.CancelFunc
+	at     chan time.Time
+}
+
+// watchKey starts watching key from the current revision on; nil without an etcd endpoint.
+func (b *bench) watchKey(key string) *keyWatch {
+	if b.etcd == nil {
+		return nil
+	}
+	rev := b.etcdRev()
+	if rev < 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(b.ctx)
+	w := &keyWatch{cancel: cancel, at: make(chan time.Time, 1)}
+	wch := b.etcd.Watch(ctx, key, clientv3.WithRev(rev+1))
+	go func() {
+		for wr := range wch {
+			if len(wr.Events) > 0 {
+				w.at <- time.Now()
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// wait returns how long after t0 the key was written (nothing if it was not within 5 s, or no watch).
+func (w *keyWatch) wait(t0 time.Time) []time.Duration {
+	if w == nil {
+		return nil
+	}
+	defer w.cancel()
+	select {
+	case at := <-w.at:
+		return []time.Duration{at.Sub(t0)}
+	case <-time.After(5 * time.Second):
+		return nil
+	}
+}
+
+// phase runs fn and records its wall time, the control plane's CPU, the bench's own CPU and etcd
+// writes (revision delta).
+func (b *bench) phase(name string, fn func() error) error {
+	ps := phaseStat{name: name, writes: -1, cpCPU: -1}
+	rev0 := b.etcdRev()
+	cpu0, cpuErr := procCPU(b.pid)
+	self0, _ := procCPU("self")
+	perf := startPerf(b.o.perfDir, name, pidOf(b.cp))
+	t0 := time.Now()
+	err := fn()
+	ps.wall = time.Since(t0)
+	if p := perf.stop(12); p != "" {
+		b.res.perf[name] = p
+	}
+	if cpu1, err1 := procCPU(b.pid); cpuErr == nil && err1 == nil && b.pid != "" {
+		ps.cpCPU = cpu1 - cpu0
+	}
+	self1, _ := procCPU("self")
+	ps.benchCPU = self1 - self0
+	if rev1 := b.etcdRev(); rev0 >= 0 && rev1 >= 0 {
+		ps.writes = rev1 - rev0
+	}
+	if err != nil {
+		ps.err = err.Error()
+	}
+	b.res.phases = append(b.res.phases, ps)
+	if name == "steady" && ps.writes >= 0 {
+		b.res.steadyWrites, b.res.steadyWall = ps.writes, ps.wall
+	}
+	return err
+}
+
+func pidOf(c *child) int {
+	if c == nil {
+		return 0
+	}
+	return c.pid
+}
+
+// etcdRev is etcd's current revision (any Get carries it in its header), -1 if unknown.
+func (b *bench) etcdRev() int64 {
+	if b.etcd == nil {
+		return -1
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	resp, err := b.etcd.Get(ctx, "/fleetgate-bench/revision-probe")
+	if err != nil {
+		return -1
+	}
+	return resp.Header.Revision
+}
+
+func (b *bench) mem() (rss, hwm int64) {
+	if b.pid == "" {
+		return -1, -1
+	}
+	rss, hwm, err := procMem(b.pid)
+	if err != nil {
+		return -1, -1
+	}
+	return rss, hwm
+}
+
+// buildGateway is one Basic rule from listener port 80 to a pool of m servers under settings1
+// (port 8080). Server addresses are loopback-looking 127.10.x.y strings: configuration only, never
+// dialled (the workers are simulated). round varies the request timeout, so that every round is a
+// real change.
+func buildGateway(name string, m, round int) (*fgv1.Gateway, []string) {
+	pool := &fgv1.BackendAddressPool{Name: "pool1"}
+	addrs := make([]string, m)
+	const port = 8080
+	for i := 0; i < m; i++ {
+		a := &fgv1.BackendAddress{IpAddress: fmt.Sprintf("127.10.%d.%d", i/250, i%250+1)}
+		pool.BackendAddresses = append(pool.BackendAddresses, a)
+		addrs[i] = config.ServerAddress(a, port)
+	}
+	return &fgv1.Gateway{
+		Name:                name,
+		HttpListeners:       []*fgv1.HttpListener{{Name: "listener1", Protocol: "Http", Port: 80}},
+		BackendAddressPools: []*fgv1.BackendAddressPool{pool},
+		BackendHttpSettingsCollection: []*fgv1.BackendHttpSettings{{
+			Name: "settings1", Port: port, Protocol: "Http", RequestTimeout: proto.Int32(int32(20 + round%80000)),
+		}},
+		RequestRoutingRules: []*fgv1.RequestRoutingRule{{
+			Name: "rule1", RuleType: "Basic", Priority: proto.Int32(100), HttpListener: "listener1",
+			BackendAddressPool: "pool1", BackendHttpSettings: "settings1",
+		}},
+	}, addrs
+}
+
+// healthReportOf is one worker's full view, for sizing.
+func healthReportOf(version int64, settings string, addrs []string) *fgv1.HealthReport {
+	rep := &fgv1.HealthReport{Version: version}
+	now := time.Now()
+	for _, a := range addrs {
+		rep.Servers = append(rep.Servers, &fgv1.ServerHealthReport{
+			Settings: settings, Address: a, Health: "Healthy", IntervalSeconds: 30, LastProbe: timestamppb.New(now),
+		})
+	}
+	return rep
+}
+
+func latest(ts []time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
+	}
+	return l
+}

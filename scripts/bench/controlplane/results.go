@@ -1,0 +1,253 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+type phaseStat struct {
+	name            string
+	wall            time.Duration
+	cpCPU, benchCPU time.Duration // cpCPU -1: unknown
+	writes          int64         // -1: unknown
+	err             string
+}
+
+type results struct {
+	o      options
+	cpMode string
+
+	gatewayBytes int
+
+	connectRecv, connectAck time.Duration
+	applyRPC                []time.Duration
+	allRecv, allAck         []time.Duration
+	perWorker               []time.Duration
+	allRecvStart            []time.Duration // from ApplyGateway's call rather than its answer
+	perWorkerStart          []time.Duration
+	recvEarly               int
+	pushErr                 string
+
+	reportBytes int
+	reportsSent time.Duration
+	healthInit  time.Duration
+	healthErr   string
+
+	badWord          string
+	toBad, toHealthy []time.Duration
+	flipCalls        []time.Duration
+	inCache          []time.Duration // start of the BackendHealth call that showed the change
+	stored           []time.Duration // the worker's view written to etcd (bench's own etcd watch)
+	flipErr          string
+
+	bhLat          []time.Duration
+	bhSize         int
+	bhDecode       time.Duration
+	bhDefaultLimit string
+	bhErr          string
+
+	steadyWrites     int64
+	steadyWall       time.Duration
+	steadyHeartbeats int64
+	steadyErr        string
+	freshAfter       string
+
+	memLoaded, hwmLoaded, memEnd, hwmEnd int64
+
+	phases []phaseStat
+	perf   map[string]string
+	notes  []string
+}
+
+// pct is the nearest-rank percentile.
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func fmtDur(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	case ms >= 100:
+		return fmt.Sprintf("%.0f ms", ms)
+	case ms >= 10:
+		return fmt.Sprintf("%.1f ms", ms)
+	default:
+		return fmt.Sprintf("%.2f ms", ms)
+	}
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n < 0:
+		return "n/a"
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func distRow(w io.Writer, name string, ds []time.Duration) {
+	if len(ds) == 0 {
+		fmt.Fprintf(w, "| %s | 0 | — | — | — |\n", name)
+		return
+	}
+	fmt.Fprintf(w, "| %s | %d | %s | %s | %s |\n", name, len(ds), fmtDur(pct(ds, 50)), fmtDur(pct(ds, 99)), fmtDur(pct(ds, 100)))
+}
+
+func valueRow(w io.Writer, name string, d time.Duration, failed string) {
+	switch {
+	case failed != "":
+		fmt.Fprintf(w, "| %s | — | **failed** | — | — |\n", name)
+	case d == 0:
+		fmt.Fprintf(w, "| %s | — | — | — | — |\n", name)
+	default:
+		fmt.Fprintf(w, "| %s | 1 | %s | — | — |\n", name, fmtDur(d))
+	}
+}
+
+func (r *results) print(w io.Writer) {
+	o := r.o
+	fmt.Fprintf(w, "\n## Fleetgate control-plane bench: %d workers × %d servers, %d rounds\n\n", o.workers, o.servers, o.rounds)
+	fmt.Fprintf(w, "- control plane: %s\n", r.cpMode)
+	fmt.Fprintf(w, "- machine: %d CPUs shared by the control plane (with its embedded etcd) and this load generator; %s\n", runtime.NumCPU(), runtime.Version())
+	conns := (o.workers + o.perConn - 1) / o.perConn
+	fmt.Fprintf(w, "- workers: %d Connect streams over %d gRPC connection%s; heartbeat every %s; gateway %q (%s as stored)\n\n",
+		o.workers, conns, plural(conns), o.hbPeriod, o.gateway, fmtBytes(int64(r.gatewayBytes)))
+
+	fmt.Fprintf(w, "### Config push (latencies from ApplyGateway returning)\n\n")
+	fmt.Fprintf(w, "| Measure | n | p50 | p99 | max |\n|---|---:|---:|---:|---:|\n")
+	valueRow(w, fmt.Sprintf("connect: all %d workers said Hello and received the snapshot", o.workers), r.connectRecv, "")
+	valueRow(w, "connect: every initial ACK recorded (ListDataPlanes)", r.connectAck, "")
+	distRow(w, "ApplyGateway RPC", r.applyRPC)
+	distRow(w, "**all workers received** the new snapshot", r.allRecv)
+	distRow(w, "per-worker receive latency", r.perWorker)
+	distRow(w, "every ACK recorded (ListDataPlanes applied_version)", r.allAck)
+	distRow(w, "all workers received, from ApplyGateway's *call*", r.allRecvStart)
+	distRow(w, "per-worker receive latency, from ApplyGateway's *call*", r.perWorkerStart)
+	if r.recvEarly > 0 {
+		fmt.Fprintf(w, "\n%d of %d receipts arrived before ApplyGateway's answer did (the watch beat the unary reply); they count as 0 in the rows measured from the answer.\n",
+			r.recvEarly, len(r.perWorker))
+	}
+	if r.pushErr != "" {
+		fmt.Fprintf(w, "\n**Config push failed:** %s\n", r.pushErr)
+	}
+
+	fmt.Fprintf(w, "\n### Backend health\n\n")
+	fmt.Fprintf(w, "| Measure | n | p50 | p99 | max |\n|---|---:|---:|---:|---:|\n")
+	valueRow(w, fmt.Sprintf("initial convergence: %d full views sent → every server Healthy with healthy_dataplanes == %d", o.workers, o.workers), r.healthInit, r.healthErr)
+	distRow(w, fmt.Sprintf("transition visible: one worker's Healthy → Unhealthy → BackendHealth shows %s", r.badWord), r.toBad)
+	distRow(w, "transition visible: back to Healthy", r.toHealthy)
+	distRow(w, "transition visible: both directions", append(slices.Clone(r.toBad), r.toHealthy...))
+	distRow(w, "…of which: view stored in etcd (bench's etcd watch on the worker's key)", r.stored)
+	distRow(w, "…of which: in the health cache by (start of the call that showed it, upper bound)", r.inCache)
+	distRow(w, "BackendHealth call while polling (convergence + flips)", r.flipCalls)
+	distRow(w, fmt.Sprintf("**BackendHealth call** (%d calls, %d×%d views loaded)", len(r.bhLat), o.workers, o.servers), r.bhLat)
+	fmt.Fprintf(w, "\n- one worker's full HealthReport: %s; sending all %d took %s\n", fmtBytes(int64(r.reportBytes)), o.workers, fmtDur(r.reportsSent))
+	if r.bhSize > 0 {
+		fmt.Fprintf(w, "- BackendHealth response: %s (the bench reads it raw); a full proto decode of it costs the client another %s\n", fmtBytes(int64(r.bhSize)), fmtDur(r.bhDecode))
+	}
+	if r.bhDefaultLimit != "" {
+		fmt.Fprintf(w, "- BackendHealth with gRPC's default 4 MiB client receive limit (as gatewayctl dials): %s\n", r.bhDefaultLimit)
+	}
+	if r.healthErr != "" {
+		fmt.Fprintf(w, "\n**Health convergence failed:** %s\n", r.healthErr)
+	}
+	if r.flipErr != "" {
+		fmt.Fprintf(w, "\n**Health flips failed:** %s\n", r.flipErr)
+	}
+	if r.bhErr != "" {
+		fmt.Fprintf(w, "\n**BackendHealth latency failed:** %s\n", r.bhErr)
+	}
+
+	if r.steadyWall > 0 || r.steadyErr != "" {
+		fmt.Fprintf(w, "\n### Steady state (%s, heartbeats only)\n\n", o.steady)
+		fmt.Fprintf(w, "| Measure | value |\n|---|---:|\n")
+		if r.steadyWall > 0 {
+			fmt.Fprintf(w, "| etcd writes (revision delta) | %d |\n", r.steadyWrites)
+			fmt.Fprintf(w, "| **etcd writes/s** | %.2f |\n", float64(r.steadyWrites)/r.steadyWall.Seconds())
+		} else {
+			fmt.Fprintf(w, "| etcd writes | n/a (no etcd endpoint: pass --etcd) |\n")
+		}
+		fmt.Fprintf(w, "| heartbeats sent | %d (%.0f/s) |\n", r.steadyHeartbeats, float64(r.steadyHeartbeats)/max(o.steady.Seconds(), 1e-9))
+		if p := r.phase("steady"); p != nil && p.cpCPU >= 0 {
+			fmt.Fprintf(w, "| control-plane CPU | %.2f s (%.1f%% of one core) |\n", p.cpCPU.Seconds(), 100*p.cpCPU.Seconds()/p.wall.Seconds())
+		}
+		fmt.Fprintf(w, "| views still fresh afterwards | %s |\n", r.freshAfter)
+		if r.steadyErr != "" {
+			fmt.Fprintf(w, "\n**Steady state:** %s\n", r.steadyErr)
+		}
+	}
+
+	fmt.Fprintf(w, "\n### Resources per phase (control-plane process, embedded etcd included)\n\n")
+	fmt.Fprintf(w, "| Phase | wall | CP CPU | CP cores busy | bench CPU | etcd writes |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, p := range r.phases {
+		cpu, cores, writes := "n/a", "n/a", "n/a"
+		if p.cpCPU >= 0 {
+			cpu = fmt.Sprintf("%.2f s", p.cpCPU.Seconds())
+			if p.wall >= 200*time.Millisecond { // CPU times tick every 10 ms: too coarse below
+				cores = fmt.Sprintf("%.2f", p.cpCPU.Seconds()/p.wall.Seconds())
+			} else {
+				cores = "—"
+			}
+		}
+		if p.writes >= 0 {
+			writes = fmt.Sprint(p.writes)
+		}
+		name := p.name
+		if p.err != "" {
+			name += " (failed)"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %.2f s | %s |\n", name, fmtDur(p.wall), cpu, cores, p.benchCPU.Seconds(), writes)
+	}
+	if r.memLoaded >= 0 || r.memEnd >= 0 {
+		fmt.Fprintf(w, "\n| Memory | VmRSS | VmHWM |\n|---|---:|---:|\n")
+		fmt.Fprintf(w, "| after loading %d×%d health views | %s | %s |\n", o.workers, o.servers, fmtBytes(r.memLoaded), fmtBytes(r.hwmLoaded))
+		if r.memEnd > 0 {
+			fmt.Fprintf(w, "| at the end | %s | %s |\n", fmtBytes(r.memEnd), fmtBytes(r.hwmEnd))
+		}
+	}
+	for _, n := range r.notes {
+		fmt.Fprintf(w, "\nNote: %s\n", n)
+	}
+	if len(r.perf) > 0 {
+		fmt.Fprintf(w, "\n### Where the control plane spends its CPU, per phase (perf record -g; recording perturbs the figures above a little)\n")
+		for _, p := range r.phases {
+			if s := r.perf[p.name]; s != "" {
+				fmt.Fprintf(w, "\n%s:\n```\n%s\n```\n", p.name, strings.TrimSpace(s))
+			}
+		}
+	}
+}
+
+func (r *results) phase(name string) *phaseStat {
+	for i := range r.phases {
+		if r.phases[i].name == name {
+			return &r.phases[i]
+		}
+	}
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
