@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"time"
 
@@ -109,8 +111,11 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return status.FromContextError(ctx.Err()).Err()
 		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil // the worker closed its side: a normal end
+			}
 			return err
 		case <-changed:
 			if err := send(); err != nil {
