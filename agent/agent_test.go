@@ -66,7 +66,7 @@ func startWorker(t *testing.T, cpAddr, id, bind, stateDir string) *runningWorker
 	w := worker.New(worker.Config{BindAddress: bind, ShutdownGrace: 2 * time.Second, Log: log})
 	conn := cptest.Dial(t, cpAddr)
 	a := agent.New(agent.Config{
-		Gateway: "appgw1", ID: id, Address: bind, StateDir: stateDir, Health: w.Health(),
+		Gateway: "appgw1", ID: id, Address: bind, StateDir: stateDir, Health: w,
 		BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, Log: log,
 	}, conn, w)
 	if err := a.Restore(context.Background()); err != nil {

@@ -31,6 +31,7 @@ const (
 	Disabled = "Disabled"
 
 	DefaultAffinityCookieName = "ApplicationGatewayAffinity"
+	DefaultDrainTimeout       = 30 // seconds, without connectionDraining
 )
 
 // Normalize fills in defaults and rewrites enumerated values to their canonical spelling, in place.

@@ -18,7 +18,8 @@ const (
 	MinPriority, MaxPriority               = 1, 20000
 	MinStatusCode, MaxStatusCode           = 100, 599
 	MaxMinServers                          = 100
-	MaxProbeBody                           = 4090 // bytes
+	MaxProbeBody                           = 4090    // bytes
+	MinDrainTimeout, MaxDrainTimeout       = 1, 3600 // seconds
 	MaxNameLength                          = 80
 )
 
@@ -96,6 +97,11 @@ func Validate(gw *fgv1.Gateway) error {
 		}
 		if n := s.GetAffinityCookieName(); n != "" && !cookieNameRE.MatchString(n) {
 			v.add(f+".affinityCookieName", fmt.Sprintf("%q is not a cookie name (1-64 letters, digits, '-', '_', '.')", n))
+		}
+		if cd := s.GetConnectionDraining(); cd.GetEnabled() || cd.GetDrainTimeoutInSec() != 0 {
+			if t := cd.GetDrainTimeoutInSec(); t < MinDrainTimeout || t > MaxDrainTimeout {
+				v.add(f+".connectionDraining.drainTimeoutInSec", fmt.Sprintf("%d is out of range %d-%d", t, MinDrainTimeout, MaxDrainTimeout))
+			}
 		}
 		if s.GetDedicatedBackendConnection() && gw.GetEnableHttp2() {
 			v.add(f+".dedicatedBackendConnection", "needs enableHttp2: false (HTTP/2 multiplexes clients on one connection)")

@@ -233,6 +233,11 @@ func TestValidateRules(t *testing.T) {
 		{"settings/dedicated with http2", func(g *gw) { settings(g).DedicatedBackendConnection = true },
 			[]fe{{"backendHttpSettingsCollection[0].dedicatedBackendConnection", "needs enableHttp2: false"}}},
 		{"settings/dedicated without http2 ok", func(g *gw) { settings(g).DedicatedBackendConnection = true; g.EnableHttp2 = proto.Bool(false) }, nil},
+		{"settings/drain timeout", func(g *gw) {
+			settings(g).ConnectionDraining = &fgv1.ConnectionDraining{Enabled: true, DrainTimeoutInSec: 3601}
+		}, []fe{{"backendHttpSettingsCollection[0].connectionDraining.drainTimeoutInSec", "3601 is out of range 1-3600"}}},
+		{"settings/drain enabled without timeout", func(g *gw) { settings(g).ConnectionDraining = &fgv1.ConnectionDraining{Enabled: true} },
+			[]fe{{"backendHttpSettingsCollection[0].connectionDraining.drainTimeoutInSec", "0 is out of range 1-3600"}}},
 		{"settings/sniName", func(g *gw) { settings(g).SniName = "bad name" },
 			[]fe{{"backendHttpSettingsCollection[0].sniName", "is not a host name"}}},
 		{"listener/protocol unknown", func(g *gw) { g.HttpListeners[1].Protocol = "Tcp" },

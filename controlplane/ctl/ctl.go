@@ -113,7 +113,7 @@ shows and deletes them, and reports the data-plane workers and the health of bac
 
 The control plane's address comes from --server, else $` + EnvServer + `, else ` + DefaultServer + `.
 
-Exit codes: 0 success, 1 error, 2 usage error, 3 not all backend servers healthy (backend-health).`,
+Exit codes: 0 success, 1 error, 2 usage error, 3 not all backend servers healthy (backend-health), the probe failed (probe), or connections were cut at a drain deadline (drain status --wait).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		CompletionOptions: cobra.CompletionOptions{
@@ -154,6 +154,8 @@ Exit codes: 0 success, 1 error, 2 usage error, 3 not all backend servers healthy
 		newDataPlanesCommand(a),
 		newBackendHealthCommand(a),
 		newProbeCommand(a),
+		newDrainCommand(a),
+		newUndrainCommand(a),
 	)
 	return root
 }

@@ -90,7 +90,7 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 		if snap.Deleted && sent == 0 {
 			return nil // nothing to take away
 		}
-		msg := &fgv1.Snapshot{Version: snap.Version, Gateway: snap.Gateway, Deleted: snap.Deleted, AffinityKey: snap.AffinityKey}
+		msg := &fgv1.Snapshot{Version: snap.Version, Gateway: snap.Gateway, Deleted: snap.Deleted, AffinityKey: snap.AffinityKey, Drains: snap.Drains}
 		if err := stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_Snapshot{Snapshot: msg}}); err != nil {
 			return err
 		}

@@ -32,7 +32,9 @@ func (s *configService) BackendHealth(ctx context.Context, req *fgv1.BackendHeal
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	resp := Aggregate(st.Gateway, s.health.Views(req.GetGateway()), req.GetPool())
+	views := s.health.Views(req.GetGateway())
+	resp := Aggregate(st.Gateway, views, req.GetPool())
+	markDraining(resp, Drains(views), req.GetPool())
 	resp.Revision = st.Revision
 	if req.GetPool() != "" && len(resp.Pools) == 0 {
 		return nil, status.Errorf(codes.NotFound, "pool %q: not in gateway %q", req.GetPool(), req.GetGateway())

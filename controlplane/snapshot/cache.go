@@ -25,6 +25,8 @@ type Snapshot struct {
 	Deleted bool
 	// AffinityKey keys the gateway's affinity cookies.
 	AffinityKey []byte
+	// Drains are the operator's drains.
+	Drains []*fgv1.AdminDrain
 }
 
 // Cache follows the gateways stored in etcd.
@@ -121,7 +123,7 @@ func (c *Cache) follow(ctx context.Context, cli *clientv3.Client) error {
 	present := make(map[string]bool, len(listed))
 	for _, st := range listed {
 		present[st.Gateway.GetName()] = true
-		c.publish(st.Gateway.GetName(), &Snapshot{Version: st.Revision, Gateway: st.Gateway, AffinityKey: st.AffinityKey})
+		c.publish(st.Gateway.GetName(), &Snapshot{Version: st.Revision, Gateway: st.Gateway, AffinityKey: st.AffinityKey, Drains: st.Drains})
 	}
 	// Gateways deleted while no watch was running.
 	c.mu.Lock()
@@ -159,7 +161,7 @@ func (c *Cache) follow(ctx context.Context, cli *clientv3.Client) error {
 				c.log.Error("skipping undecodable gateway", "key", string(ev.Kv.Key), "err", err)
 				continue
 			}
-			c.publish(name, &Snapshot{Version: ev.Kv.ModRevision, Gateway: st.Gateway, AffinityKey: st.AffinityKey})
+			c.publish(name, &Snapshot{Version: ev.Kv.ModRevision, Gateway: st.Gateway, AffinityKey: st.AffinityKey, Drains: st.Drains})
 		}
 	}
 	return errors.New("watch channel closed")

@@ -46,6 +46,8 @@ type Stored struct {
 	Revision int64
 	// AffinityKey keys the gateway's affinity cookies; made on the first apply, kept after.
 	AffinityKey []byte
+	// Drains are the operator's drains of servers.
+	Drains []*fgv1.AdminDrain
 }
 
 // Apply stores gw, replacing what was there, in one transaction. With expected set, the write happens
@@ -63,6 +65,7 @@ func (s *Store) Apply(ctx context.Context, gw *fgv1.Gateway, expected *int64) (r
 		curRev = cur.Kvs[0].ModRevision
 		if old, err := decodeStored(cur.Kvs[0].Value); err == nil {
 			stored.AffinityKey = old.GetAffinityKey()
+			stored.Drains = keptDrains(gw, old.GetDrains())
 		}
 	}
 	if expected != nil && *expected != curRev {
@@ -114,7 +117,7 @@ func (s *Store) Get(ctx context.Context, name string) (Stored, error) {
 	if err != nil {
 		return Stored{}, fmt.Errorf("get gateway %q: %w", name, err)
 	}
-	return Stored{Gateway: st.GetGateway(), Revision: resp.Kvs[0].ModRevision, AffinityKey: st.GetAffinityKey()}, nil
+	return Stored{Gateway: st.GetGateway(), Revision: resp.Kvs[0].ModRevision, AffinityKey: st.GetAffinityKey(), Drains: st.GetDrains()}, nil
 }
 
 // List returns every gateway, sorted by name, and the etcd revision the list was read at.
@@ -129,7 +132,7 @@ func (s *Store) List(ctx context.Context) ([]Stored, int64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("list gateways: %s: %w", kv.Key, err)
 		}
-		out = append(out, Stored{Gateway: st.GetGateway(), Revision: kv.ModRevision, AffinityKey: st.GetAffinityKey()})
+		out = append(out, Stored{Gateway: st.GetGateway(), Revision: kv.ModRevision, AffinityKey: st.GetAffinityKey(), Drains: st.GetDrains()})
 	}
 	return out, resp.Header.Revision, nil
 }
@@ -164,7 +167,7 @@ func Decode(val []byte) (Stored, error) {
 	if err != nil {
 		return Stored{}, err
 	}
-	return Stored{Gateway: st.GetGateway(), AffinityKey: st.GetAffinityKey()}, nil
+	return Stored{Gateway: st.GetGateway(), AffinityKey: st.GetAffinityKey(), Drains: st.GetDrains()}, nil
 }
 
 func decodeStored(val []byte) (*fgv1.StoredGateway, error) {

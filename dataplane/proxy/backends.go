@@ -28,6 +28,7 @@ type backendSet struct {
 	hostFromServer bool   // send the server's address as Host
 	path           string // backend path override
 	dedicated      bool   // one backend connection per client connection
+	drainTimeout   time.Duration
 
 	affinity     bool
 	cookieName   string
@@ -38,10 +39,16 @@ type backendSet struct {
 
 // server is one backend server as addressed by a settings' port.
 type server struct {
-	addr   string
-	host   string          // IP or FQDN, without the port
-	conns  *serverConns    // connections to it
-	health *health.Tracker // nil: not probed, always usable
+	addr    string
+	host    string          // IP or FQDN, without the port
+	conns   *serverConns    // connections to it
+	connKey string          // conns' key in Proxy.conns
+	health  *health.Tracker // nil: not probed, always usable
+	stats   *serverStats    // connections, across configurations
+	// draining: no new clients; drainEnded is set when the drain is over (then not even
+	// affinity cookies reach it).
+	draining   bool
+	drainEnded *atomic.Bool
 	// Affinity: the cookie value naming this server, and the two Set-Cookie values.
 	hash       string
 	setCookies []string
@@ -53,7 +60,8 @@ func (bs *backendSet) choose(r *http.Request) (srv *server, fresh bool) {
 	if bs.affinity {
 		for _, name := range [2]string{bs.cookieName, bs.corsName} {
 			if c, err := r.Cookie(name); err == nil {
-				if s := bs.serverByHash[c.Value]; s != nil && s.usable() {
+				// The affinity exception: a draining server keeps its clients until its drain ends.
+				if s := bs.serverByHash[c.Value]; s != nil && s.usable() && (!s.draining || !s.drainEnded.Load()) {
 					return s, false
 				}
 			}
@@ -74,7 +82,7 @@ func (bs *backendSet) pick() *server {
 	}
 	start := bs.next.Add(1) - 1
 	for i := range n {
-		if s := bs.servers[(start+i)%n]; s.usable() {
+		if s := bs.servers[(start+i)%n]; s.usable() && !s.draining {
 			return s
 		}
 	}
@@ -105,6 +113,7 @@ type builder struct {
 	old, used   map[string]io.Closer
 	healthOf    HealthLookup
 	affinityKey []byte
+	stats       map[health.Key]*serverStats // the proxy's, kept across configurations
 	created     []io.Closer
 }
 
@@ -132,6 +141,7 @@ func (b *builder) backendSet(pair route.Pair) (*backendSet, error) {
 		hostFromServer: set.GetPickHostNameFromBackendAddress(),
 		path:           set.GetPath(),
 		dedicated:      set.GetDedicatedBackendConnection(),
+		drainTimeout:   drainTimeout(set),
 		affinity:       set.GetCookieBasedAffinity() == config.Enabled,
 	}
 	for _, pr := range b.gw.GetProbes() {
@@ -154,6 +164,11 @@ func (b *builder) backendSet(pair route.Pair) (*backendSet, error) {
 	for _, a := range bp.GetBackendAddresses() {
 		addr := config.ServerAddress(a, set.GetPort())
 		srv := &server{addr: addr, host: a.GetIpAddress() + a.GetFqdn()}
+		statsKey := health.Key{Settings: pair.Settings, Address: addr}
+		if srv.stats = b.stats[statsKey]; srv.stats == nil {
+			srv.stats = newServerStats()
+			b.stats[statsKey] = srv.stats
+		}
 		key := tlsOpts.key(addr, srv.host)
 		conns, _ := b.used[key].(*serverConns)
 		if conns == nil {
@@ -164,7 +179,7 @@ func (b *builder) backendSet(pair route.Pair) (*backendSet, error) {
 			b.created = append(b.created, conns)
 		}
 		b.used[key] = conns
-		srv.conns = conns
+		srv.conns, srv.connKey = conns, key
 		if b.healthOf != nil {
 			srv.health = b.healthOf(health.Key{Settings: pair.Settings, Address: addr})
 		}

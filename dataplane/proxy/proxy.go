@@ -29,8 +29,14 @@ type Proxy struct {
 	log   *slog.Logger
 	state atomic.Pointer[state]
 
-	mu    sync.Mutex           // serializes Apply and Clear
-	conns map[string]io.Closer // connection pools by upstreamKey, kept across configs
+	mu     sync.Mutex                  // serializes Apply, Clear and drain bookkeeping
+	conns  map[string]io.Closer        // connection pools by tlsOptions.key, kept across configs
+	stats  map[health.Key]*serverStats // connection counts, kept across configs
+	drains map[drainID]*drain
+
+	drainChanged chan struct{}
+	stop         context.CancelFunc
+	done         chan struct{}
 }
 
 // state is one applied configuration, immutable.
@@ -44,11 +50,31 @@ type state struct {
 // HealthLookup finds the health state machine of a (settings, server) pair; nil if it is not probed.
 type HealthLookup func(health.Key) *health.Tracker
 
-// New returns a proxy with no configuration: every request gets 404 until Apply.
+// New returns a proxy with no configuration: every request gets 404 until Apply. Close stops its
+// drain bookkeeping.
 func New(log *slog.Logger) *Proxy {
-	p := &Proxy{log: log, conns: map[string]io.Closer{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Proxy{
+		log:          log,
+		conns:        map[string]io.Closer{},
+		stats:        map[health.Key]*serverStats{},
+		drains:       map[drainID]*drain{},
+		drainChanged: make(chan struct{}, 1),
+		stop:         cancel,
+		done:         make(chan struct{}),
+	}
 	p.state.Store(&state{table: &route.Table{}})
+	go func() {
+		defer close(p.done)
+		p.runDrains(ctx)
+	}()
 	return p
+}
+
+// Close stops the proxy's background work.
+func (p *Proxy) Close() {
+	p.stop()
+	<-p.done
 }
 
 // Version is the configuration version being served.
@@ -58,7 +84,8 @@ func (p *Proxy) Version() int64 { return p.state.Load().version }
 // configuration they started with; connections to servers that remain are kept.
 // healthOf gives each server's state machine, read on every request; nil treats every server as
 // healthy. affinityKey keys the affinity cookies.
-func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, affinityKey []byte) (*route.Table, error) {
+// drains are the operator's drains to apply.
+func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, affinityKey []byte, drains []*fgv1.AdminDrain) (*route.Table, error) {
 	table, err := route.Compile(gw)
 	if err != nil {
 		return nil, err
@@ -69,7 +96,7 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, af
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	b := &builder{gw: gw, old: p.conns, used: map[string]io.Closer{}, healthOf: healthOf, affinityKey: affinityKey}
+	b := &builder{gw: gw, old: p.conns, used: map[string]io.Closer{}, healthOf: healthOf, affinityKey: affinityKey, stats: p.stats}
 	st := &state{version: version, table: table, certs: certs}
 	for _, pair := range table.Pairs() {
 		bs, err := b.backendSet(pair)
@@ -79,7 +106,14 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, af
 		}
 		st.targets = append(st.targets, bs)
 	}
+	p.updateDrains(p.state.Load(), st, drains, time.Now())
+	for _, d := range p.drains {
+		if !d.done {
+			b.used[d.server.connKey] = d.server.conns // a draining server keeps its connections
+		}
+	}
 	p.state.Store(st)
+	p.notifyDrains()
 	for key, c := range p.conns {
 		if b.used[key] == nil {
 			c.Close() // idle connections now; busy ones as their requests finish
@@ -93,7 +127,10 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, af
 func (p *Proxy) Clear(version int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.state.Store(&state{version: version, table: &route.Table{}})
+	next := &state{version: version, table: &route.Table{}}
+	p.updateDrains(p.state.Load(), next, nil, time.Now())
+	p.state.Store(next)
+	p.notifyDrains()
 	for _, c := range p.conns {
 		c.Close()
 	}
@@ -158,19 +195,27 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.URL.RawPath = ""
 	}
 	up := srv.pool(r, bs.dedicated)
+	// Count the request for draining, and let a drain's deadline cut it.
+	stats := srv.stats
+	stats.inflight.Add(1)
+	defer stats.inflight.Add(-1)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stopCut := context.AfterFunc(stats.lifetime(), cancel)
+	defer stopCut()
 	var (
 		status int
 		err    error
 	)
 	if upgrade != "" {
-		status, err = up.Upgrade(r.Context(), w, r, upgrade, bs.timeout, nil)
+		status, err = up.Upgrade(ctx, w, r, upgrade, bs.timeout, stats.track)
 		if errors.Is(err, upstream.ErrUpgradeNotSupported) {
 			// This client connection cannot switch protocols: serve the request as if it had not asked.
 			upgrade = ""
 		}
 	}
 	if upgrade == "" {
-		status, err = up.Forward(r.Context(), w, r, bs.timeout)
+		status, err = up.Forward(ctx, w, r, bs.timeout)
 	}
 	if err == nil {
 		return
@@ -186,6 +231,8 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, upstream.ErrTimeout):
 		http.Error(w, "504 Gateway Timeout: backend server "+srv.addr+" did not answer in time", http.StatusGatewayTimeout)
+	case r.Context().Err() == nil && ctx.Err() != nil:
+		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" was drained", http.StatusBadGateway)
 	case errors.Is(err, upstream.ErrCanceled), errors.Is(err, context.Canceled):
 		// The client went away.
 	case errors.Is(err, upstream.ErrRequestBody):

@@ -65,7 +65,7 @@ func front(t *testing.T, doc string) (*proxy.Proxy, string) {
 		t.Fatal(err)
 	}
 	p := proxy.New(cptest.Logger(t))
-	if _, err := p.Apply(1, gw, nil, nil); err != nil {
+	if _, err := p.Apply(1, gw, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(p.Handler(80))
@@ -328,7 +328,7 @@ func TestApplyKeepsInFlightRequests(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // let the request reach the backend
 	gw, _ := config.Decode([]byte(gateway(t, 20)))
 	config.Normalize(gw)
-	if _, err := p.Apply(2, gw, nil, nil); err != nil {
+	if _, err := p.Apply(2, gw, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	close(release)

@@ -190,7 +190,7 @@ func TestDedicatedBackendConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := proxy.New(cptest.Logger(t))
-	if _, err := p.Apply(1, gw, nil, nil); err != nil {
+	if _, err := p.Apply(1, gw, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var hooks proxy.ConnHooks
@@ -258,7 +258,7 @@ func TestCookieAffinity(t *testing.T) {
 	var urls []string
 	for range 2 { // two workers
 		p := proxy.New(cptest.Logger(t))
-		if _, err := p.Apply(1, gw, lookup, key); err != nil {
+		if _, err := p.Apply(1, gw, lookup, key, nil); err != nil {
 			t.Fatal(err)
 		}
 		fr := httptest.NewServer(p.Handler(80))
@@ -342,7 +342,7 @@ requestRoutingRules:
 		t.Fatal(err)
 	}
 	p := proxy.New(cptest.Logger(t))
-	if _, err := p.Apply(1, gw, nil, nil); err != nil {
+	if _, err := p.Apply(1, gw, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	fr := httptest.NewUnstartedServer(p.Handler(443))

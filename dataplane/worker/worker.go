@@ -41,6 +41,11 @@ type Worker struct {
 	health *health.Manager
 	hooks  proxy.ConnHooks
 
+	changed  chan struct{}
+	stopFwd  chan struct{}
+	fwdDone  chan struct{}
+	stopOnce sync.Once
+
 	mu        sync.Mutex // serializes Apply and Shutdown
 	listeners map[int32]*listener
 	closing   sync.WaitGroup
@@ -71,13 +76,21 @@ func New(cfg Config) *Worker {
 	if cfg.Prober == nil {
 		cfg.Prober = health.ProberFunc(probe.Run)
 	}
-	return &Worker{
+	w := &Worker{
 		cfg:       cfg,
 		log:       cfg.Log,
 		proxy:     proxy.New(cfg.Log),
 		health:    health.NewManager(cfg.Prober, cfg.Log),
 		listeners: map[int32]*listener{},
+		changed:   make(chan struct{}, 1),
+		stopFwd:   make(chan struct{}),
+		fwdDone:   make(chan struct{}),
 	}
+	go func() {
+		defer close(w.fwdDone)
+		w.forwardChanges(w.stopFwd)
+	}()
+	return w
 }
 
 // Health is the worker's probe manager: its view of the backend servers.
@@ -137,7 +150,7 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 		opened[port] = &listener{ln: ln, mode: mode}
 	}
 	w.health.Update(snap.GetVersion(), targets)
-	if _, err := w.proxy.Apply(snap.GetVersion(), gw, w.health.Tracker, snap.GetAffinityKey()); err != nil {
+	if _, err := w.proxy.Apply(snap.GetVersion(), gw, w.health.Tracker, snap.GetAffinityKey(), snap.GetDrains()); err != nil {
 		for _, o := range opened {
 			o.ln.Close()
 		}
@@ -225,6 +238,9 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	}
 	w.closing.Wait()
 	w.health.Close()
+	w.proxy.Close()
+	w.stopOnce.Do(func() { close(w.stopFwd) })
+	<-w.fwdDone
 	return errors.Join(errs...)
 }
 

@@ -71,7 +71,7 @@ func run() int {
 		return exitError
 	}
 	defer conn.Close()
-	ag := agent.New(agent.Config{Gateway: *gateway, ID: *id, Address: *bind, StateDir: *stateDir, Health: w.Health(), Log: log}, conn, w)
+	ag := agent.New(agent.Config{Gateway: *gateway, ID: *id, Address: *bind, StateDir: *stateDir, Health: w, Log: log}, conn, w)
 	if err := ag.Restore(ctx); err != nil {
 		log.Error("could not restore the last good config; waiting for the control plane", "err", err)
 	}

@@ -791,7 +791,7 @@ const file_fleetgate_v1_config_service_proto_rawDesc = "" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12)\n" +
 	"\x10rejected_version\x18\a \x01(\x03R\x0frejectedVersion\x12\"\n" +
 	"\fcontrolplane\x18\b \x01(\tR\fcontrolplane\x12=\n" +
-	"\fconnected_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt2\xe5\x05\n" +
+	"\fconnected_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt2\xe7\a\n" +
 	"\rConfigService\x12U\n" +
 	"\fApplyGateway\x12!.fleetgate.v1.ApplyGatewayRequest\x1a\".fleetgate.v1.ApplyGatewayResponse\x12O\n" +
 	"\n" +
@@ -801,7 +801,10 @@ const file_fleetgate_v1_config_service_proto_rawDesc = "" +
 	"\x0eListDataPlanes\x12#.fleetgate.v1.ListDataPlanesRequest\x1a$.fleetgate.v1.ListDataPlanesResponse\x12X\n" +
 	"\rBackendHealth\x12\".fleetgate.v1.BackendHealthRequest\x1a#.fleetgate.v1.BackendHealthResponse\x12m\n" +
 	"\x14BackendHealthHistory\x12).fleetgate.v1.BackendHealthHistoryRequest\x1a*.fleetgate.v1.BackendHealthHistoryResponse\x12U\n" +
-	"\fProbeBackend\x12!.fleetgate.v1.ProbeBackendRequest\x1a\".fleetgate.v1.ProbeBackendResponseB\xb4\x01\n" +
+	"\fProbeBackend\x12!.fleetgate.v1.ProbeBackendRequest\x1a\".fleetgate.v1.ProbeBackendResponse\x12R\n" +
+	"\vDrainServer\x12 .fleetgate.v1.DrainServerRequest\x1a!.fleetgate.v1.DrainServerResponse\x12X\n" +
+	"\rUndrainServer\x12\".fleetgate.v1.UndrainServerRequest\x1a#.fleetgate.v1.UndrainServerResponse\x12R\n" +
+	"\vDrainStatus\x12 .fleetgate.v1.DrainStatusRequest\x1a!.fleetgate.v1.DrainStatusResponseB\xb4\x01\n" +
 	"\x10com.fleetgate.v1B\x12ConfigServiceProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
 
 var (
@@ -835,9 +838,15 @@ var file_fleetgate_v1_config_service_proto_goTypes = []any{
 	(*BackendHealthRequest)(nil),         // 14: fleetgate.v1.BackendHealthRequest
 	(*BackendHealthHistoryRequest)(nil),  // 15: fleetgate.v1.BackendHealthHistoryRequest
 	(*ProbeBackendRequest)(nil),          // 16: fleetgate.v1.ProbeBackendRequest
-	(*BackendHealthResponse)(nil),        // 17: fleetgate.v1.BackendHealthResponse
-	(*BackendHealthHistoryResponse)(nil), // 18: fleetgate.v1.BackendHealthHistoryResponse
-	(*ProbeBackendResponse)(nil),         // 19: fleetgate.v1.ProbeBackendResponse
+	(*DrainServerRequest)(nil),           // 17: fleetgate.v1.DrainServerRequest
+	(*UndrainServerRequest)(nil),         // 18: fleetgate.v1.UndrainServerRequest
+	(*DrainStatusRequest)(nil),           // 19: fleetgate.v1.DrainStatusRequest
+	(*BackendHealthResponse)(nil),        // 20: fleetgate.v1.BackendHealthResponse
+	(*BackendHealthHistoryResponse)(nil), // 21: fleetgate.v1.BackendHealthHistoryResponse
+	(*ProbeBackendResponse)(nil),         // 22: fleetgate.v1.ProbeBackendResponse
+	(*DrainServerResponse)(nil),          // 23: fleetgate.v1.DrainServerResponse
+	(*UndrainServerResponse)(nil),        // 24: fleetgate.v1.UndrainServerResponse
+	(*DrainStatusResponse)(nil),          // 25: fleetgate.v1.DrainStatusResponse
 }
 var file_fleetgate_v1_config_service_proto_depIdxs = []int32{
 	12, // 0: fleetgate.v1.ApplyGatewayRequest.gateway:type_name -> fleetgate.v1.Gateway
@@ -854,16 +863,22 @@ var file_fleetgate_v1_config_service_proto_depIdxs = []int32{
 	14, // 11: fleetgate.v1.ConfigService.BackendHealth:input_type -> fleetgate.v1.BackendHealthRequest
 	15, // 12: fleetgate.v1.ConfigService.BackendHealthHistory:input_type -> fleetgate.v1.BackendHealthHistoryRequest
 	16, // 13: fleetgate.v1.ConfigService.ProbeBackend:input_type -> fleetgate.v1.ProbeBackendRequest
-	1,  // 14: fleetgate.v1.ConfigService.ApplyGateway:output_type -> fleetgate.v1.ApplyGatewayResponse
-	3,  // 15: fleetgate.v1.ConfigService.GetGateway:output_type -> fleetgate.v1.GetGatewayResponse
-	5,  // 16: fleetgate.v1.ConfigService.ListGateways:output_type -> fleetgate.v1.ListGatewaysResponse
-	8,  // 17: fleetgate.v1.ConfigService.DeleteGateway:output_type -> fleetgate.v1.DeleteGatewayResponse
-	10, // 18: fleetgate.v1.ConfigService.ListDataPlanes:output_type -> fleetgate.v1.ListDataPlanesResponse
-	17, // 19: fleetgate.v1.ConfigService.BackendHealth:output_type -> fleetgate.v1.BackendHealthResponse
-	18, // 20: fleetgate.v1.ConfigService.BackendHealthHistory:output_type -> fleetgate.v1.BackendHealthHistoryResponse
-	19, // 21: fleetgate.v1.ConfigService.ProbeBackend:output_type -> fleetgate.v1.ProbeBackendResponse
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
+	17, // 14: fleetgate.v1.ConfigService.DrainServer:input_type -> fleetgate.v1.DrainServerRequest
+	18, // 15: fleetgate.v1.ConfigService.UndrainServer:input_type -> fleetgate.v1.UndrainServerRequest
+	19, // 16: fleetgate.v1.ConfigService.DrainStatus:input_type -> fleetgate.v1.DrainStatusRequest
+	1,  // 17: fleetgate.v1.ConfigService.ApplyGateway:output_type -> fleetgate.v1.ApplyGatewayResponse
+	3,  // 18: fleetgate.v1.ConfigService.GetGateway:output_type -> fleetgate.v1.GetGatewayResponse
+	5,  // 19: fleetgate.v1.ConfigService.ListGateways:output_type -> fleetgate.v1.ListGatewaysResponse
+	8,  // 20: fleetgate.v1.ConfigService.DeleteGateway:output_type -> fleetgate.v1.DeleteGatewayResponse
+	10, // 21: fleetgate.v1.ConfigService.ListDataPlanes:output_type -> fleetgate.v1.ListDataPlanesResponse
+	20, // 22: fleetgate.v1.ConfigService.BackendHealth:output_type -> fleetgate.v1.BackendHealthResponse
+	21, // 23: fleetgate.v1.ConfigService.BackendHealthHistory:output_type -> fleetgate.v1.BackendHealthHistoryResponse
+	22, // 24: fleetgate.v1.ConfigService.ProbeBackend:output_type -> fleetgate.v1.ProbeBackendResponse
+	23, // 25: fleetgate.v1.ConfigService.DrainServer:output_type -> fleetgate.v1.DrainServerResponse
+	24, // 26: fleetgate.v1.ConfigService.UndrainServer:output_type -> fleetgate.v1.UndrainServerResponse
+	25, // 27: fleetgate.v1.ConfigService.DrainStatus:output_type -> fleetgate.v1.DrainStatusResponse
+	17, // [17:28] is the sub-list for method output_type
+	6,  // [6:17] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name

@@ -27,6 +27,9 @@ const (
 	ConfigService_BackendHealth_FullMethodName        = "/fleetgate.v1.ConfigService/BackendHealth"
 	ConfigService_BackendHealthHistory_FullMethodName = "/fleetgate.v1.ConfigService/BackendHealthHistory"
 	ConfigService_ProbeBackend_FullMethodName         = "/fleetgate.v1.ConfigService/ProbeBackend"
+	ConfigService_DrainServer_FullMethodName          = "/fleetgate.v1.ConfigService/DrainServer"
+	ConfigService_UndrainServer_FullMethodName        = "/fleetgate.v1.ConfigService/UndrainServer"
+	ConfigService_DrainStatus_FullMethodName          = "/fleetgate.v1.ConfigService/DrainStatus"
 )
 
 // ConfigServiceClient is the client API for ConfigService service.
@@ -53,6 +56,12 @@ type ConfigServiceClient interface {
 	BackendHealthHistory(ctx context.Context, in *BackendHealthHistoryRequest, opts ...grpc.CallOption) (*BackendHealthHistoryResponse, error)
 	// ProbeBackend has a worker probe one server now and returns each stage of the probe.
 	ProbeBackend(ctx context.Context, in *ProbeBackendRequest, opts ...grpc.CallOption) (*ProbeBackendResponse, error)
+	// DrainServer starts draining a server without editing its pool (stored in etcd).
+	DrainServer(ctx context.Context, in *DrainServerRequest, opts ...grpc.CallOption) (*DrainServerResponse, error)
+	// UndrainServer ends an operator's drain.
+	UndrainServer(ctx context.Context, in *UndrainServerRequest, opts ...grpc.CallOption) (*UndrainServerResponse, error)
+	// DrainStatus lists draining servers with their fleet-wide remaining connections.
+	DrainStatus(ctx context.Context, in *DrainStatusRequest, opts ...grpc.CallOption) (*DrainStatusResponse, error)
 }
 
 type configServiceClient struct {
@@ -143,6 +152,36 @@ func (c *configServiceClient) ProbeBackend(ctx context.Context, in *ProbeBackend
 	return out, nil
 }
 
+func (c *configServiceClient) DrainServer(ctx context.Context, in *DrainServerRequest, opts ...grpc.CallOption) (*DrainServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainServerResponse)
+	err := c.cc.Invoke(ctx, ConfigService_DrainServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configServiceClient) UndrainServer(ctx context.Context, in *UndrainServerRequest, opts ...grpc.CallOption) (*UndrainServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UndrainServerResponse)
+	err := c.cc.Invoke(ctx, ConfigService_UndrainServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *configServiceClient) DrainStatus(ctx context.Context, in *DrainStatusRequest, opts ...grpc.CallOption) (*DrainStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainStatusResponse)
+	err := c.cc.Invoke(ctx, ConfigService_DrainStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConfigServiceServer is the server API for ConfigService service.
 // All implementations must embed UnimplementedConfigServiceServer
 // for forward compatibility.
@@ -167,6 +206,12 @@ type ConfigServiceServer interface {
 	BackendHealthHistory(context.Context, *BackendHealthHistoryRequest) (*BackendHealthHistoryResponse, error)
 	// ProbeBackend has a worker probe one server now and returns each stage of the probe.
 	ProbeBackend(context.Context, *ProbeBackendRequest) (*ProbeBackendResponse, error)
+	// DrainServer starts draining a server without editing its pool (stored in etcd).
+	DrainServer(context.Context, *DrainServerRequest) (*DrainServerResponse, error)
+	// UndrainServer ends an operator's drain.
+	UndrainServer(context.Context, *UndrainServerRequest) (*UndrainServerResponse, error)
+	// DrainStatus lists draining servers with their fleet-wide remaining connections.
+	DrainStatus(context.Context, *DrainStatusRequest) (*DrainStatusResponse, error)
 	mustEmbedUnimplementedConfigServiceServer()
 }
 
@@ -200,6 +245,15 @@ func (UnimplementedConfigServiceServer) BackendHealthHistory(context.Context, *B
 }
 func (UnimplementedConfigServiceServer) ProbeBackend(context.Context, *ProbeBackendRequest) (*ProbeBackendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ProbeBackend not implemented")
+}
+func (UnimplementedConfigServiceServer) DrainServer(context.Context, *DrainServerRequest) (*DrainServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainServer not implemented")
+}
+func (UnimplementedConfigServiceServer) UndrainServer(context.Context, *UndrainServerRequest) (*UndrainServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UndrainServer not implemented")
+}
+func (UnimplementedConfigServiceServer) DrainStatus(context.Context, *DrainStatusRequest) (*DrainStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainStatus not implemented")
 }
 func (UnimplementedConfigServiceServer) mustEmbedUnimplementedConfigServiceServer() {}
 func (UnimplementedConfigServiceServer) testEmbeddedByValue()                       {}
@@ -366,6 +420,60 @@ func _ConfigService_ProbeBackend_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConfigService_DrainServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServiceServer).DrainServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigService_DrainServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServiceServer).DrainServer(ctx, req.(*DrainServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigService_UndrainServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UndrainServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServiceServer).UndrainServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigService_UndrainServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServiceServer).UndrainServer(ctx, req.(*UndrainServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConfigService_DrainStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConfigServiceServer).DrainStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConfigService_DrainStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConfigServiceServer).DrainStatus(ctx, req.(*DrainStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConfigService_ServiceDesc is the grpc.ServiceDesc for ConfigService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -404,6 +512,18 @@ var ConfigService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ProbeBackend",
 			Handler:    _ConfigService_ProbeBackend_Handler,
+		},
+		{
+			MethodName: "DrainServer",
+			Handler:    _ConfigService_DrainServer_Handler,
+		},
+		{
+			MethodName: "UndrainServer",
+			Handler:    _ConfigService_UndrainServer_Handler,
+		},
+		{
+			MethodName: "DrainStatus",
+			Handler:    _ConfigService_DrainStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -431,7 +431,9 @@ type Snapshot struct {
 	// The gateway was deleted: stop serving it.
 	Deleted bool `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	// Secret of the gateway's affinity cookies, the same for every worker.
-	AffinityKey   []byte `protobuf:"bytes,4,opt,name=affinity_key,json=affinityKey,proto3" json:"affinity_key,omitempty"`
+	AffinityKey []byte `protobuf:"bytes,4,opt,name=affinity_key,json=affinityKey,proto3" json:"affinity_key,omitempty"`
+	// Servers an operator is draining.
+	Drains        []*AdminDrain `protobuf:"bytes,5,rep,name=drains,proto3" json:"drains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -494,6 +496,13 @@ func (x *Snapshot) GetAffinityKey() []byte {
 	return nil
 }
 
+func (x *Snapshot) GetDrains() []*AdminDrain {
+	if x != nil {
+		return x.Drains
+	}
+	return nil
+}
+
 // HealthReport is a worker's whole current view of the servers it probes. It is sent when a server's
 // health changes (debounced) and as a periodic summary; each report replaces the previous one.
 type HealthReport struct {
@@ -504,7 +513,9 @@ type HealthReport struct {
 	Servers []*ServerHealthReport `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"`
 	// Nothing changed since the last report; servers is empty. Sent every shortest probe interval
 	// (1-30 s) so the control plane can tell a live view from a stale one.
-	Heartbeat     bool `protobuf:"varint,3,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	Heartbeat bool `protobuf:"varint,3,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	// Servers this worker is draining, or finished draining in the last minutes.
+	Drains        []*DrainReport `protobuf:"bytes,4,rep,name=drains,proto3" json:"drains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -560,6 +571,140 @@ func (x *HealthReport) GetHeartbeat() bool {
 	return false
 }
 
+func (x *HealthReport) GetDrains() []*DrainReport {
+	if x != nil {
+		return x.Drains
+	}
+	return nil
+}
+
+// DrainReport is one worker's progress draining one server.
+type DrainReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pool the server is (or was) in.
+	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Backend settings it is reached with.
+	Settings string `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	// "host:port".
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// Connections still open to it: requests in flight and upgraded (WebSocket) connections.
+	ActiveConnections int64 `protobuf:"varint,4,opt,name=active_connections,json=activeConnections,proto3" json:"active_connections,omitempty"`
+	// Requests in flight.
+	InflightRequests int64 `protobuf:"varint,5,opt,name=inflight_requests,json=inflightRequests,proto3" json:"inflight_requests,omitempty"`
+	// When the drain started.
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// When remaining connections are closed.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The drain ended: every connection finished, or the deadline closed the rest.
+	Done bool `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
+	// Connections closed at the deadline.
+	CutConnections int64 `protobuf:"varint,9,opt,name=cut_connections,json=cutConnections,proto3" json:"cut_connections,omitempty"`
+	// An operator's drain (the server stays in its pool, taking no traffic) rather than a removal.
+	Admin         bool `protobuf:"varint,10,opt,name=admin,proto3" json:"admin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainReport) Reset() {
+	*x = DrainReport{}
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainReport) ProtoMessage() {}
+
+func (x *DrainReport) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainReport.ProtoReflect.Descriptor instead.
+func (*DrainReport) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DrainReport) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *DrainReport) GetSettings() string {
+	if x != nil {
+		return x.Settings
+	}
+	return ""
+}
+
+func (x *DrainReport) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DrainReport) GetActiveConnections() int64 {
+	if x != nil {
+		return x.ActiveConnections
+	}
+	return 0
+}
+
+func (x *DrainReport) GetInflightRequests() int64 {
+	if x != nil {
+		return x.InflightRequests
+	}
+	return 0
+}
+
+func (x *DrainReport) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *DrainReport) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *DrainReport) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *DrainReport) GetCutConnections() int64 {
+	if x != nil {
+		return x.CutConnections
+	}
+	return 0
+}
+
+func (x *DrainReport) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
 // ServerHealthReport is one worker's view of one server under one backend settings.
 type ServerHealthReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -585,7 +730,7 @@ type ServerHealthReport struct {
 
 func (x *ServerHealthReport) Reset() {
 	*x = ServerHealthReport{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +742,7 @@ func (x *ServerHealthReport) String() string {
 func (*ServerHealthReport) ProtoMessage() {}
 
 func (x *ServerHealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +755,7 @@ func (x *ServerHealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerHealthReport.ProtoReflect.Descriptor instead.
 func (*ServerHealthReport) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{7}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServerHealthReport) GetSettings() string {
@@ -684,7 +829,7 @@ type ProbeCall struct {
 
 func (x *ProbeCall) Reset() {
 	*x = ProbeCall{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +841,7 @@ func (x *ProbeCall) String() string {
 func (*ProbeCall) ProtoMessage() {}
 
 func (x *ProbeCall) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +854,7 @@ func (x *ProbeCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeCall.ProtoReflect.Descriptor instead.
 func (*ProbeCall) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{8}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProbeCall) GetId() string {
@@ -748,7 +893,7 @@ type ProbeReply struct {
 
 func (x *ProbeReply) Reset() {
 	*x = ProbeReply{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +905,7 @@ func (x *ProbeReply) String() string {
 func (*ProbeReply) ProtoMessage() {}
 
 func (x *ProbeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +918,7 @@ func (x *ProbeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeReply.ProtoReflect.Descriptor instead.
 func (*ProbeReply) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{9}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProbeReply) GetId() string {
@@ -824,16 +969,31 @@ const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\bsnapshot\x18\x01 \x01(\v2\x16.fleetgate.v1.SnapshotH\x00R\bsnapshot\x128\n" +
 	"\n" +
 	"probe_call\x18\x02 \x01(\v2\x17.fleetgate.v1.ProbeCallH\x00R\tprobeCallB\x06\n" +
-	"\x04kind\"\x92\x01\n" +
+	"\x04kind\"\xc4\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12/\n" +
 	"\agateway\x18\x02 \x01(\v2\x15.fleetgate.v1.GatewayR\agateway\x12\x18\n" +
 	"\adeleted\x18\x03 \x01(\bR\adeleted\x12!\n" +
-	"\faffinity_key\x18\x04 \x01(\fR\vaffinityKey\"\x82\x01\n" +
+	"\faffinity_key\x18\x04 \x01(\fR\vaffinityKey\x120\n" +
+	"\x06drains\x18\x05 \x03(\v2\x18.fleetgate.v1.AdminDrainR\x06drains\"\xb5\x01\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12:\n" +
 	"\aservers\x18\x02 \x03(\v2 .fleetgate.v1.ServerHealthReportR\aservers\x12\x1c\n" +
-	"\theartbeat\x18\x03 \x01(\bR\theartbeat\"\xbc\x02\n" +
+	"\theartbeat\x18\x03 \x01(\bR\theartbeat\x121\n" +
+	"\x06drains\x18\x04 \x03(\v2\x19.fleetgate.v1.DrainReportR\x06drains\"\xf9\x02\n" +
+	"\vDrainReport\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x1a\n" +
+	"\bsettings\x18\x02 \x01(\tR\bsettings\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12-\n" +
+	"\x12active_connections\x18\x04 \x01(\x03R\x11activeConnections\x12+\n" +
+	"\x11inflight_requests\x18\x05 \x01(\x03R\x10inflightRequests\x129\n" +
+	"\n" +
+	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x126\n" +
+	"\bdeadline\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x12\n" +
+	"\x04done\x18\b \x01(\bR\x04done\x12'\n" +
+	"\x0fcut_connections\x18\t \x01(\x03R\x0ecutConnections\x12\x14\n" +
+	"\x05admin\x18\n" +
+	" \x01(\bR\x05admin\"\xbc\x02\n" +
 	"\x12ServerHealthReport\x12\x1a\n" +
 	"\bsettings\x18\x01 \x01(\tR\bsettings\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
@@ -869,7 +1029,7 @@ func file_fleetgate_v1_dataplane_service_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_dataplane_service_proto_rawDescData
 }
 
-var file_fleetgate_v1_dataplane_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_fleetgate_v1_dataplane_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_fleetgate_v1_dataplane_service_proto_goTypes = []any{
 	(*ConnectRequest)(nil),        // 0: fleetgate.v1.ConnectRequest
 	(*Hello)(nil),                 // 1: fleetgate.v1.Hello
@@ -878,34 +1038,40 @@ var file_fleetgate_v1_dataplane_service_proto_goTypes = []any{
 	(*ConnectResponse)(nil),       // 4: fleetgate.v1.ConnectResponse
 	(*Snapshot)(nil),              // 5: fleetgate.v1.Snapshot
 	(*HealthReport)(nil),          // 6: fleetgate.v1.HealthReport
-	(*ServerHealthReport)(nil),    // 7: fleetgate.v1.ServerHealthReport
-	(*ProbeCall)(nil),             // 8: fleetgate.v1.ProbeCall
-	(*ProbeReply)(nil),            // 9: fleetgate.v1.ProbeReply
-	(*Gateway)(nil),               // 10: fleetgate.v1.Gateway
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*HealthTransition)(nil),      // 12: fleetgate.v1.HealthTransition
-	(*ProbeResult)(nil),           // 13: fleetgate.v1.ProbeResult
+	(*DrainReport)(nil),           // 7: fleetgate.v1.DrainReport
+	(*ServerHealthReport)(nil),    // 8: fleetgate.v1.ServerHealthReport
+	(*ProbeCall)(nil),             // 9: fleetgate.v1.ProbeCall
+	(*ProbeReply)(nil),            // 10: fleetgate.v1.ProbeReply
+	(*Gateway)(nil),               // 11: fleetgate.v1.Gateway
+	(*AdminDrain)(nil),            // 12: fleetgate.v1.AdminDrain
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*HealthTransition)(nil),      // 14: fleetgate.v1.HealthTransition
+	(*ProbeResult)(nil),           // 15: fleetgate.v1.ProbeResult
 }
 var file_fleetgate_v1_dataplane_service_proto_depIdxs = []int32{
 	1,  // 0: fleetgate.v1.ConnectRequest.hello:type_name -> fleetgate.v1.Hello
 	2,  // 1: fleetgate.v1.ConnectRequest.ack:type_name -> fleetgate.v1.Ack
 	3,  // 2: fleetgate.v1.ConnectRequest.nack:type_name -> fleetgate.v1.Nack
 	6,  // 3: fleetgate.v1.ConnectRequest.health:type_name -> fleetgate.v1.HealthReport
-	9,  // 4: fleetgate.v1.ConnectRequest.probe_reply:type_name -> fleetgate.v1.ProbeReply
+	10, // 4: fleetgate.v1.ConnectRequest.probe_reply:type_name -> fleetgate.v1.ProbeReply
 	5,  // 5: fleetgate.v1.ConnectResponse.snapshot:type_name -> fleetgate.v1.Snapshot
-	8,  // 6: fleetgate.v1.ConnectResponse.probe_call:type_name -> fleetgate.v1.ProbeCall
-	10, // 7: fleetgate.v1.Snapshot.gateway:type_name -> fleetgate.v1.Gateway
-	7,  // 8: fleetgate.v1.HealthReport.servers:type_name -> fleetgate.v1.ServerHealthReport
-	11, // 9: fleetgate.v1.ServerHealthReport.last_probe:type_name -> google.protobuf.Timestamp
-	12, // 10: fleetgate.v1.ServerHealthReport.transitions:type_name -> fleetgate.v1.HealthTransition
-	13, // 11: fleetgate.v1.ProbeReply.result:type_name -> fleetgate.v1.ProbeResult
-	0,  // 12: fleetgate.v1.DataPlaneService.Connect:input_type -> fleetgate.v1.ConnectRequest
-	4,  // 13: fleetgate.v1.DataPlaneService.Connect:output_type -> fleetgate.v1.ConnectResponse
-	13, // [13:14] is the sub-list for method output_type
-	12, // [12:13] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	9,  // 6: fleetgate.v1.ConnectResponse.probe_call:type_name -> fleetgate.v1.ProbeCall
+	11, // 7: fleetgate.v1.Snapshot.gateway:type_name -> fleetgate.v1.Gateway
+	12, // 8: fleetgate.v1.Snapshot.drains:type_name -> fleetgate.v1.AdminDrain
+	8,  // 9: fleetgate.v1.HealthReport.servers:type_name -> fleetgate.v1.ServerHealthReport
+	7,  // 10: fleetgate.v1.HealthReport.drains:type_name -> fleetgate.v1.DrainReport
+	13, // 11: fleetgate.v1.DrainReport.started_at:type_name -> google.protobuf.Timestamp
+	13, // 12: fleetgate.v1.DrainReport.deadline:type_name -> google.protobuf.Timestamp
+	13, // 13: fleetgate.v1.ServerHealthReport.last_probe:type_name -> google.protobuf.Timestamp
+	14, // 14: fleetgate.v1.ServerHealthReport.transitions:type_name -> fleetgate.v1.HealthTransition
+	15, // 15: fleetgate.v1.ProbeReply.result:type_name -> fleetgate.v1.ProbeResult
+	0,  // 16: fleetgate.v1.DataPlaneService.Connect:input_type -> fleetgate.v1.ConnectRequest
+	4,  // 17: fleetgate.v1.DataPlaneService.Connect:output_type -> fleetgate.v1.ConnectResponse
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_dataplane_service_proto_init() }
@@ -932,7 +1098,7 @@ func file_fleetgate_v1_dataplane_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_dataplane_service_proto_rawDesc), len(file_fleetgate_v1_dataplane_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

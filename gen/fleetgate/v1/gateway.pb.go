@@ -528,6 +528,8 @@ type BackendHttpSettings struct {
 	CookieBasedAffinity string `protobuf:"bytes,14,opt,name=cookie_based_affinity,json=cookieBasedAffinity,proto3" json:"cookie_based_affinity,omitempty"`
 	// Name of the affinity cookie (default ApplicationGatewayAffinity); <name>CORS is set too.
 	AffinityCookieName string `protobuf:"bytes,15,opt,name=affinity_cookie_name,json=affinityCookieName,proto3" json:"affinity_cookie_name,omitempty"`
+	// How long a server removed from a pool (or drained by an operator) keeps its connections.
+	ConnectionDraining *ConnectionDraining `protobuf:"bytes,16,opt,name=connection_draining,json=connectionDraining,proto3" json:"connection_draining,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -667,6 +669,69 @@ func (x *BackendHttpSettings) GetAffinityCookieName() string {
 	return ""
 }
 
+func (x *BackendHttpSettings) GetConnectionDraining() *ConnectionDraining {
+	if x != nil {
+		return x.ConnectionDraining
+	}
+	return nil
+}
+
+// ConnectionDraining lets a server leave without cutting its users off: it gets no new requests or
+// connections, and the ones it has continue until they finish or the timeout passes.
+type ConnectionDraining struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Use drain_timeout_in_sec; without it the timeout is 30 s.
+	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// Seconds, 1-3600.
+	DrainTimeoutInSec int32 `protobuf:"varint,2,opt,name=drain_timeout_in_sec,json=drainTimeoutInSec,proto3" json:"drain_timeout_in_sec,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ConnectionDraining) Reset() {
+	*x = ConnectionDraining{}
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionDraining) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionDraining) ProtoMessage() {}
+
+func (x *ConnectionDraining) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionDraining.ProtoReflect.Descriptor instead.
+func (*ConnectionDraining) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ConnectionDraining) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *ConnectionDraining) GetDrainTimeoutInSec() int32 {
+	if x != nil {
+		return x.DrainTimeoutInSec
+	}
+	return 0
+}
+
 // Probe is a custom health probe.
 type Probe struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -699,7 +764,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +776,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +789,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Probe) GetName() string {
@@ -817,7 +882,7 @@ type ProbeMatch struct {
 
 func (x *ProbeMatch) Reset() {
 	*x = ProbeMatch{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +894,7 @@ func (x *ProbeMatch) String() string {
 func (*ProbeMatch) ProtoMessage() {}
 
 func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +907,7 @@ func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeMatch.ProtoReflect.Descriptor instead.
 func (*ProbeMatch) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProbeMatch) GetStatusCodes() []string {
@@ -876,7 +941,7 @@ type UrlPathMap struct {
 
 func (x *UrlPathMap) Reset() {
 	*x = UrlPathMap{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +953,7 @@ func (x *UrlPathMap) String() string {
 func (*UrlPathMap) ProtoMessage() {}
 
 func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +966,7 @@ func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UrlPathMap.ProtoReflect.Descriptor instead.
 func (*UrlPathMap) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UrlPathMap) GetName() string {
@@ -950,7 +1015,7 @@ type PathRule struct {
 
 func (x *PathRule) Reset() {
 	*x = PathRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1027,7 @@ func (x *PathRule) String() string {
 func (*PathRule) ProtoMessage() {}
 
 func (x *PathRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1040,7 @@ func (x *PathRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathRule.ProtoReflect.Descriptor instead.
 func (*PathRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PathRule) GetName() string {
@@ -1029,7 +1094,7 @@ type RequestRoutingRule struct {
 
 func (x *RequestRoutingRule) Reset() {
 	*x = RequestRoutingRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1106,7 @@ func (x *RequestRoutingRule) String() string {
 func (*RequestRoutingRule) ProtoMessage() {}
 
 func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1119,7 @@ func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRoutingRule.ProtoReflect.Descriptor instead.
 func (*RequestRoutingRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RequestRoutingRule) GetName() string {
@@ -1147,7 +1212,7 @@ const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\x0eBackendAddress\x12\x1d\n" +
 	"\n" +
 	"ip_address\x18\x01 \x01(\tR\tipAddress\x12\x12\n" +
-	"\x04fqdn\x18\x02 \x01(\tR\x04fqdn\"\xdf\x05\n" +
+	"\x04fqdn\x18\x02 \x01(\tR\x04fqdn\"\xb2\x06\n" +
 	"\x13BackendHttpSettings\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1a\n" +
@@ -1164,10 +1229,14 @@ const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\bsni_name\x18\f \x01(\tR\asniName\x12@\n" +
 	"\x1cdedicated_backend_connection\x18\r \x01(\bR\x1adedicatedBackendConnection\x122\n" +
 	"\x15cookie_based_affinity\x18\x0e \x01(\tR\x13cookieBasedAffinity\x120\n" +
-	"\x14affinity_cookie_name\x18\x0f \x01(\tR\x12affinityCookieNameB\x12\n" +
+	"\x14affinity_cookie_name\x18\x0f \x01(\tR\x12affinityCookieName\x12Q\n" +
+	"\x13connection_draining\x18\x10 \x01(\v2 .fleetgate.v1.ConnectionDrainingR\x12connectionDrainingB\x12\n" +
 	"\x10_request_timeoutB%\n" +
 	"#_validate_cert_chain_and_expirationB\x0f\n" +
-	"\r_validate_sni\"\xd1\x03\n" +
+	"\r_validate_sni\"_\n" +
+	"\x12ConnectionDraining\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12/\n" +
+	"\x14drain_timeout_in_sec\x18\x02 \x01(\x05R\x11drainTimeoutInSec\"\xd1\x03\n" +
 	"\x05Probe\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -1227,7 +1296,7 @@ func file_fleetgate_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_gateway_proto_rawDescData
 }
 
-var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_fleetgate_v1_gateway_proto_goTypes = []any{
 	(*Gateway)(nil),                // 0: fleetgate.v1.Gateway
 	(*SslCertificate)(nil),         // 1: fleetgate.v1.SslCertificate
@@ -1236,29 +1305,31 @@ var file_fleetgate_v1_gateway_proto_goTypes = []any{
 	(*BackendAddressPool)(nil),     // 4: fleetgate.v1.BackendAddressPool
 	(*BackendAddress)(nil),         // 5: fleetgate.v1.BackendAddress
 	(*BackendHttpSettings)(nil),    // 6: fleetgate.v1.BackendHttpSettings
-	(*Probe)(nil),                  // 7: fleetgate.v1.Probe
-	(*ProbeMatch)(nil),             // 8: fleetgate.v1.ProbeMatch
-	(*UrlPathMap)(nil),             // 9: fleetgate.v1.UrlPathMap
-	(*PathRule)(nil),               // 10: fleetgate.v1.PathRule
-	(*RequestRoutingRule)(nil),     // 11: fleetgate.v1.RequestRoutingRule
+	(*ConnectionDraining)(nil),     // 7: fleetgate.v1.ConnectionDraining
+	(*Probe)(nil),                  // 8: fleetgate.v1.Probe
+	(*ProbeMatch)(nil),             // 9: fleetgate.v1.ProbeMatch
+	(*UrlPathMap)(nil),             // 10: fleetgate.v1.UrlPathMap
+	(*PathRule)(nil),               // 11: fleetgate.v1.PathRule
+	(*RequestRoutingRule)(nil),     // 12: fleetgate.v1.RequestRoutingRule
 }
 var file_fleetgate_v1_gateway_proto_depIdxs = []int32{
 	3,  // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
 	4,  // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
 	6,  // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
-	7,  // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
-	9,  // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
-	11, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
+	8,  // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
+	10, // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
+	12, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
 	2,  // 6: fleetgate.v1.Gateway.trusted_root_certificates:type_name -> fleetgate.v1.TrustedRootCertificate
 	1,  // 7: fleetgate.v1.Gateway.ssl_certificates:type_name -> fleetgate.v1.SslCertificate
 	5,  // 8: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
-	8,  // 9: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
-	10, // 10: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	7,  // 9: fleetgate.v1.BackendHttpSettings.connection_draining:type_name -> fleetgate.v1.ConnectionDraining
+	9,  // 10: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
+	11, // 11: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_gateway_proto_init() }
@@ -1268,15 +1339,15 @@ func file_fleetgate_v1_gateway_proto_init() {
 	}
 	file_fleetgate_v1_gateway_proto_msgTypes[0].OneofWrappers = []any{}
 	file_fleetgate_v1_gateway_proto_msgTypes[6].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[7].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[11].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[8].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_gateway_proto_rawDesc), len(file_fleetgate_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

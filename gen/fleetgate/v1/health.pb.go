@@ -267,8 +267,12 @@ type BackendServerHealth struct {
 	Dataplanes []*DataPlaneServerHealth `protobuf:"bytes,5,rep,name=dataplanes,proto3" json:"dataplanes,omitempty"`
 	// Workers that see it healthy.
 	HealthyDataplanes int32 `protobuf:"varint,6,opt,name=healthy_dataplanes,json=healthyDataplanes,proto3" json:"healthy_dataplanes,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Draining: connections still open to it, fleet-wide.
+	DrainingConnections int64 `protobuf:"varint,7,opt,name=draining_connections,json=drainingConnections,proto3" json:"draining_connections,omitempty"`
+	// Draining: when the remaining connections are closed.
+	DrainDeadline *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=drain_deadline,json=drainDeadline,proto3" json:"drain_deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BackendServerHealth) Reset() {
@@ -341,6 +345,20 @@ func (x *BackendServerHealth) GetHealthyDataplanes() int32 {
 		return x.HealthyDataplanes
 	}
 	return 0
+}
+
+func (x *BackendServerHealth) GetDrainingConnections() int64 {
+	if x != nil {
+		return x.DrainingConnections
+	}
+	return 0
+}
+
+func (x *BackendServerHealth) GetDrainDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DrainDeadline
+	}
+	return nil
 }
 
 // DataPlaneServerHealth is one worker's view of one server.
@@ -945,6 +963,536 @@ func (x *ProbeStage) GetError() string {
 	return ""
 }
 
+// AdminDrain is an operator's drain of a server (gatewayctl drain).
+type AdminDrain struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pool holding the server.
+	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Server host (IP or FQDN), as in the pool; every port.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Seconds its connections may take (0: the settings' drain timeout, else 30 s).
+	TimeoutSeconds int32 `protobuf:"varint,3,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	// When the drain was asked for.
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminDrain) Reset() {
+	*x = AdminDrain{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminDrain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminDrain) ProtoMessage() {}
+
+func (x *AdminDrain) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminDrain.ProtoReflect.Descriptor instead.
+func (*AdminDrain) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AdminDrain) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *AdminDrain) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *AdminDrain) GetTimeoutSeconds() int32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *AdminDrain) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+// DrainServerRequest starts draining a server without editing its pool.
+type DrainServerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gateway name.
+	Gateway string `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Pool holding the server.
+	Pool string `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Server host (IP or FQDN) or host:port.
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// Seconds its connections may take, 1-3600 (0: the settings' drain timeout, else 30 s).
+	TimeoutSeconds int32 `protobuf:"varint,4,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DrainServerRequest) Reset() {
+	*x = DrainServerRequest{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainServerRequest) ProtoMessage() {}
+
+func (x *DrainServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainServerRequest.ProtoReflect.Descriptor instead.
+func (*DrainServerRequest) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DrainServerRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *DrainServerRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *DrainServerRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DrainServerRequest) GetTimeoutSeconds() int32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+// DrainServerResponse tells the gateway's new revision.
+type DrainServerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Revision.
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainServerResponse) Reset() {
+	*x = DrainServerResponse{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainServerResponse) ProtoMessage() {}
+
+func (x *DrainServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainServerResponse.ProtoReflect.Descriptor instead.
+func (*DrainServerResponse) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DrainServerResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// UndrainServerRequest ends an operator's drain.
+type UndrainServerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gateway name.
+	Gateway string `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Pool holding the server.
+	Pool string `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Server host or host:port.
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndrainServerRequest) Reset() {
+	*x = UndrainServerRequest{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndrainServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndrainServerRequest) ProtoMessage() {}
+
+func (x *UndrainServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndrainServerRequest.ProtoReflect.Descriptor instead.
+func (*UndrainServerRequest) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UndrainServerRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *UndrainServerRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *UndrainServerRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// UndrainServerResponse tells the gateway's new revision.
+type UndrainServerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Revision.
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndrainServerResponse) Reset() {
+	*x = UndrainServerResponse{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndrainServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndrainServerResponse) ProtoMessage() {}
+
+func (x *UndrainServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndrainServerResponse.ProtoReflect.Descriptor instead.
+func (*UndrainServerResponse) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UndrainServerResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// DrainStatusRequest selects a gateway.
+type DrainStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gateway name.
+	Gateway       string `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainStatusRequest) Reset() {
+	*x = DrainStatusRequest{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainStatusRequest) ProtoMessage() {}
+
+func (x *DrainStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainStatusRequest.ProtoReflect.Descriptor instead.
+func (*DrainStatusRequest) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DrainStatusRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+// DrainStatusResponse lists draining servers, summed over the fleet.
+type DrainStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per (pool, settings, server) being or recently drained.
+	Servers       []*DrainingServer `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainStatusResponse) Reset() {
+	*x = DrainStatusResponse{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainStatusResponse) ProtoMessage() {}
+
+func (x *DrainStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainStatusResponse.ProtoReflect.Descriptor instead.
+func (*DrainStatusResponse) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DrainStatusResponse) GetServers() []*DrainingServer {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+// DrainingServer is a server's drain, fleet-wide.
+type DrainingServer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pool.
+	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Backend settings.
+	Settings string `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	// "host:port".
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// Connections still open, summed over workers.
+	ActiveConnections int64 `protobuf:"varint,4,opt,name=active_connections,json=activeConnections,proto3" json:"active_connections,omitempty"`
+	// Requests in flight, summed over workers.
+	InflightRequests int64 `protobuf:"varint,5,opt,name=inflight_requests,json=inflightRequests,proto3" json:"inflight_requests,omitempty"`
+	// Earliest start among workers.
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// Latest deadline among workers.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// Every reporting worker finished.
+	Done bool `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
+	// Connections closed at the deadline, summed.
+	CutConnections int64 `protobuf:"varint,9,opt,name=cut_connections,json=cutConnections,proto3" json:"cut_connections,omitempty"`
+	// Workers reporting this drain.
+	Dataplanes int32 `protobuf:"varint,10,opt,name=dataplanes,proto3" json:"dataplanes,omitempty"`
+	// An operator's drain.
+	Admin         bool `protobuf:"varint,11,opt,name=admin,proto3" json:"admin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainingServer) Reset() {
+	*x = DrainingServer{}
+	mi := &file_fleetgate_v1_health_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainingServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainingServer) ProtoMessage() {}
+
+func (x *DrainingServer) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_health_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainingServer.ProtoReflect.Descriptor instead.
+func (*DrainingServer) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_health_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DrainingServer) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *DrainingServer) GetSettings() string {
+	if x != nil {
+		return x.Settings
+	}
+	return ""
+}
+
+func (x *DrainingServer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DrainingServer) GetActiveConnections() int64 {
+	if x != nil {
+		return x.ActiveConnections
+	}
+	return 0
+}
+
+func (x *DrainingServer) GetInflightRequests() int64 {
+	if x != nil {
+		return x.InflightRequests
+	}
+	return 0
+}
+
+func (x *DrainingServer) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *DrainingServer) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *DrainingServer) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *DrainingServer) GetCutConnections() int64 {
+	if x != nil {
+		return x.CutConnections
+	}
+	return 0
+}
+
+func (x *DrainingServer) GetDataplanes() int32 {
+	if x != nil {
+		return x.Dataplanes
+	}
+	return 0
+}
+
+func (x *DrainingServer) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
 var File_fleetgate_v1_health_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_health_proto_rawDesc = "" +
@@ -962,7 +1510,7 @@ const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\bsettings\x18\x02 \x03(\v2#.fleetgate.v1.BackendSettingsHealthR\bsettings\"h\n" +
 	"\x15BackendSettingsHealth\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
-	"\aservers\x18\x02 \x03(\v2!.fleetgate.v1.BackendServerHealthR\aservers\"\xfd\x01\n" +
+	"\aservers\x18\x02 \x03(\v2!.fleetgate.v1.BackendServerHealthR\aservers\"\xf3\x02\n" +
 	"\x13BackendServerHealth\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +
@@ -971,7 +1519,9 @@ const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\n" +
 	"dataplanes\x18\x05 \x03(\v2#.fleetgate.v1.DataPlaneServerHealthR\n" +
 	"dataplanes\x12-\n" +
-	"\x12healthy_dataplanes\x18\x06 \x01(\x05R\x11healthyDataplanes\"\xba\x01\n" +
+	"\x12healthy_dataplanes\x18\x06 \x01(\x05R\x11healthyDataplanes\x121\n" +
+	"\x14draining_connections\x18\a \x01(\x03R\x13drainingConnections\x12A\n" +
+	"\x0edrain_deadline\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rdrainDeadline\"\xba\x01\n" +
 	"\x15DataPlaneServerHealth\x12\x1c\n" +
 	"\tdataplane\x18\x01 \x01(\tR\tdataplane\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +
@@ -1015,7 +1565,47 @@ const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05errorB\xad\x01\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x9e\x01\n" +
+	"\n" +
+	"AdminDrain\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12'\n" +
+	"\x0ftimeout_seconds\x18\x03 \x01(\x05R\x0etimeoutSeconds\x129\n" +
+	"\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x85\x01\n" +
+	"\x12DrainServerRequest\x12\x18\n" +
+	"\agateway\x18\x01 \x01(\tR\agateway\x12\x12\n" +
+	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12'\n" +
+	"\x0ftimeout_seconds\x18\x04 \x01(\x05R\x0etimeoutSeconds\"1\n" +
+	"\x13DrainServerResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"^\n" +
+	"\x14UndrainServerRequest\x12\x18\n" +
+	"\agateway\x18\x01 \x01(\tR\agateway\x12\x12\n" +
+	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"3\n" +
+	"\x15UndrainServerResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\".\n" +
+	"\x12DrainStatusRequest\x12\x18\n" +
+	"\agateway\x18\x01 \x01(\tR\agateway\"M\n" +
+	"\x13DrainStatusResponse\x126\n" +
+	"\aservers\x18\x01 \x03(\v2\x1c.fleetgate.v1.DrainingServerR\aservers\"\x9c\x03\n" +
+	"\x0eDrainingServer\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x1a\n" +
+	"\bsettings\x18\x02 \x01(\tR\bsettings\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12-\n" +
+	"\x12active_connections\x18\x04 \x01(\x03R\x11activeConnections\x12+\n" +
+	"\x11inflight_requests\x18\x05 \x01(\x03R\x10inflightRequests\x129\n" +
+	"\n" +
+	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x126\n" +
+	"\bdeadline\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x12\n" +
+	"\x04done\x18\b \x01(\bR\x04done\x12'\n" +
+	"\x0fcut_connections\x18\t \x01(\x03R\x0ecutConnections\x12\x1e\n" +
+	"\n" +
+	"dataplanes\x18\n" +
+	" \x01(\x05R\n" +
+	"dataplanes\x12\x14\n" +
+	"\x05admin\x18\v \x01(\bR\x05adminB\xad\x01\n" +
 	"\x10com.fleetgate.v1B\vHealthProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
 
 var (
@@ -1030,7 +1620,7 @@ func file_fleetgate_v1_health_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_health_proto_rawDescData
 }
 
-var file_fleetgate_v1_health_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_fleetgate_v1_health_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_fleetgate_v1_health_proto_goTypes = []any{
 	(*BackendHealthRequest)(nil),         // 0: fleetgate.v1.BackendHealthRequest
 	(*BackendHealthResponse)(nil),        // 1: fleetgate.v1.BackendHealthResponse
@@ -1045,27 +1635,40 @@ var file_fleetgate_v1_health_proto_goTypes = []any{
 	(*ProbeBackendResponse)(nil),         // 10: fleetgate.v1.ProbeBackendResponse
 	(*ProbeResult)(nil),                  // 11: fleetgate.v1.ProbeResult
 	(*ProbeStage)(nil),                   // 12: fleetgate.v1.ProbeStage
-	(*timestamppb.Timestamp)(nil),        // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 14: google.protobuf.Duration
+	(*AdminDrain)(nil),                   // 13: fleetgate.v1.AdminDrain
+	(*DrainServerRequest)(nil),           // 14: fleetgate.v1.DrainServerRequest
+	(*DrainServerResponse)(nil),          // 15: fleetgate.v1.DrainServerResponse
+	(*UndrainServerRequest)(nil),         // 16: fleetgate.v1.UndrainServerRequest
+	(*UndrainServerResponse)(nil),        // 17: fleetgate.v1.UndrainServerResponse
+	(*DrainStatusRequest)(nil),           // 18: fleetgate.v1.DrainStatusRequest
+	(*DrainStatusResponse)(nil),          // 19: fleetgate.v1.DrainStatusResponse
+	(*DrainingServer)(nil),               // 20: fleetgate.v1.DrainingServer
+	(*timestamppb.Timestamp)(nil),        // 21: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 22: google.protobuf.Duration
 }
 var file_fleetgate_v1_health_proto_depIdxs = []int32{
 	2,  // 0: fleetgate.v1.BackendHealthResponse.pools:type_name -> fleetgate.v1.BackendPoolHealth
 	3,  // 1: fleetgate.v1.BackendPoolHealth.settings:type_name -> fleetgate.v1.BackendSettingsHealth
 	4,  // 2: fleetgate.v1.BackendSettingsHealth.servers:type_name -> fleetgate.v1.BackendServerHealth
 	5,  // 3: fleetgate.v1.BackendServerHealth.dataplanes:type_name -> fleetgate.v1.DataPlaneServerHealth
-	13, // 4: fleetgate.v1.DataPlaneServerHealth.last_probe:type_name -> google.protobuf.Timestamp
-	13, // 5: fleetgate.v1.HealthTransition.at:type_name -> google.protobuf.Timestamp
-	6,  // 6: fleetgate.v1.BackendHealthHistoryResponse.transitions:type_name -> fleetgate.v1.HealthTransition
-	11, // 7: fleetgate.v1.ProbeBackendResponse.result:type_name -> fleetgate.v1.ProbeResult
-	12, // 8: fleetgate.v1.ProbeResult.stages:type_name -> fleetgate.v1.ProbeStage
-	14, // 9: fleetgate.v1.ProbeResult.duration:type_name -> google.protobuf.Duration
-	13, // 10: fleetgate.v1.ProbeResult.at:type_name -> google.protobuf.Timestamp
-	14, // 11: fleetgate.v1.ProbeStage.duration:type_name -> google.protobuf.Duration
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	21, // 4: fleetgate.v1.BackendServerHealth.drain_deadline:type_name -> google.protobuf.Timestamp
+	21, // 5: fleetgate.v1.DataPlaneServerHealth.last_probe:type_name -> google.protobuf.Timestamp
+	21, // 6: fleetgate.v1.HealthTransition.at:type_name -> google.protobuf.Timestamp
+	6,  // 7: fleetgate.v1.BackendHealthHistoryResponse.transitions:type_name -> fleetgate.v1.HealthTransition
+	11, // 8: fleetgate.v1.ProbeBackendResponse.result:type_name -> fleetgate.v1.ProbeResult
+	12, // 9: fleetgate.v1.ProbeResult.stages:type_name -> fleetgate.v1.ProbeStage
+	22, // 10: fleetgate.v1.ProbeResult.duration:type_name -> google.protobuf.Duration
+	21, // 11: fleetgate.v1.ProbeResult.at:type_name -> google.protobuf.Timestamp
+	22, // 12: fleetgate.v1.ProbeStage.duration:type_name -> google.protobuf.Duration
+	21, // 13: fleetgate.v1.AdminDrain.started_at:type_name -> google.protobuf.Timestamp
+	20, // 14: fleetgate.v1.DrainStatusResponse.servers:type_name -> fleetgate.v1.DrainingServer
+	21, // 15: fleetgate.v1.DrainingServer.started_at:type_name -> google.protobuf.Timestamp
+	21, // 16: fleetgate.v1.DrainingServer.deadline:type_name -> google.protobuf.Timestamp
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_health_proto_init() }
@@ -1079,7 +1682,7 @@ func file_fleetgate_v1_health_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_health_proto_rawDesc), len(file_fleetgate_v1_health_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -28,7 +28,9 @@ type StoredGateway struct {
 	// The configuration as applied, with defaults.
 	Gateway *Gateway `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	// Key of the affinity cookie hash (32 random bytes), made on the first apply and kept after.
-	AffinityKey   []byte `protobuf:"bytes,2,opt,name=affinity_key,json=affinityKey,proto3" json:"affinity_key,omitempty"`
+	AffinityKey []byte `protobuf:"bytes,2,opt,name=affinity_key,json=affinityKey,proto3" json:"affinity_key,omitempty"`
+	// Servers an operator is draining (gatewayctl drain), kept by applies while the server exists.
+	Drains        []*AdminDrain `protobuf:"bytes,3,rep,name=drains,proto3" json:"drains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -77,14 +79,22 @@ func (x *StoredGateway) GetAffinityKey() []byte {
 	return nil
 }
 
+func (x *StoredGateway) GetDrains() []*AdminDrain {
+	if x != nil {
+		return x.Drains
+	}
+	return nil
+}
+
 var File_fleetgate_v1_storage_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_storage_proto_rawDesc = "" +
 	"\n" +
-	"\x1afleetgate/v1/storage.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\"c\n" +
+	"\x1afleetgate/v1/storage.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\x1a\x19fleetgate/v1/health.proto\"\x95\x01\n" +
 	"\rStoredGateway\x12/\n" +
 	"\agateway\x18\x01 \x01(\v2\x15.fleetgate.v1.GatewayR\agateway\x12!\n" +
-	"\faffinity_key\x18\x02 \x01(\fR\vaffinityKeyB\xae\x01\n" +
+	"\faffinity_key\x18\x02 \x01(\fR\vaffinityKey\x120\n" +
+	"\x06drains\x18\x03 \x03(\v2\x18.fleetgate.v1.AdminDrainR\x06drainsB\xae\x01\n" +
 	"\x10com.fleetgate.v1B\fStorageProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
 
 var (
@@ -103,14 +113,16 @@ var file_fleetgate_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_fleetgate_v1_storage_proto_goTypes = []any{
 	(*StoredGateway)(nil), // 0: fleetgate.v1.StoredGateway
 	(*Gateway)(nil),       // 1: fleetgate.v1.Gateway
+	(*AdminDrain)(nil),    // 2: fleetgate.v1.AdminDrain
 }
 var file_fleetgate_v1_storage_proto_depIdxs = []int32{
 	1, // 0: fleetgate.v1.StoredGateway.gateway:type_name -> fleetgate.v1.Gateway
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 1: fleetgate.v1.StoredGateway.drains:type_name -> fleetgate.v1.AdminDrain
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_storage_proto_init() }
@@ -119,6 +131,7 @@ func file_fleetgate_v1_storage_proto_init() {
 		return
 	}
 	file_fleetgate_v1_gateway_proto_init()
+	file_fleetgate_v1_health_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
