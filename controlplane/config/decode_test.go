@@ -101,7 +101,7 @@ func TestDecodeErrors(t *testing.T) {
 		doc     string
 		errSubs []string // each must appear in the error
 	}{
-		{"unknown top-level field", "name: gw\nlisteners: []\n", []string{"unknown field", `"listeners"`}},
+		{"unknown top-level field", "name: gw\nlistenerz: []\n", []string{"unknown field", `"listenerz"`}},
 		{"unknown nested field", "name: gw\nhttpListeners:\n  - {name: web, prot: Http}\n", []string{"unknown field", `"prot"`}},
 		{"unknown deeply nested field", "probes:\n  - name: p\n    match: {statusCode: [\"200\"]}\n", []string{"unknown field", `"statusCode"`}},
 		{"unknown JSON field", `{"name": "gw", "sku": "Standard_v2"}`, []string{"unknown field", `"sku"`}},

@@ -23,6 +23,8 @@ const (
 const (
 	ProtocolHTTP  = "Http"
 	ProtocolHTTPS = "Https"
+	ProtocolTCP   = "Tcp"
+	ProtocolTLS   = "Tls"
 
 	RuleBasic     = "Basic"
 	RulePathBased = "PathBasedRouting"
@@ -32,6 +34,7 @@ const (
 
 	DefaultAffinityCookieName = "ApplicationGatewayAffinity"
 	DefaultDrainTimeout       = 30 // seconds, without connectionDraining
+	DefaultL4IdleTimeout      = 20 // seconds, layer-4 backend settings' timeout
 )
 
 // Normalize fills in defaults and rewrites enumerated values to their canonical spelling, in place.
@@ -70,7 +73,7 @@ func Normalize(gw *fgv1.Gateway) {
 		}
 	}
 	for _, p := range gw.GetProbes() {
-		p.Protocol = canonical(p.Protocol, ProtocolHTTP, ProtocolHTTP, ProtocolHTTPS)
+		p.Protocol = canonical(p.Protocol, ProtocolHTTP, ProtocolHTTP, ProtocolHTTPS, ProtocolTCP, ProtocolTLS)
 		if p.Host == "" && !p.PickHostNameFromBackendHttpSettings {
 			p.Host = DefaultProbeHost
 		}
@@ -95,6 +98,21 @@ func Normalize(gw *fgv1.Gateway) {
 	}
 	for _, r := range gw.GetRequestRoutingRules() {
 		r.RuleType = canonical(r.RuleType, "", RuleBasic, RulePathBased)
+	}
+	for _, l := range gw.GetListeners() {
+		l.Protocol = canonical(l.Protocol, "", ProtocolTCP, ProtocolTLS)
+		for i, h := range l.HostNames {
+			l.HostNames[i] = strings.ToLower(h)
+		}
+	}
+	for _, s := range gw.GetBackendSettingsCollection() {
+		s.Protocol = canonical(s.Protocol, ProtocolTCP, ProtocolTCP, ProtocolTLS)
+		if s.Timeout == nil {
+			s.Timeout = proto.Int32(DefaultL4IdleTimeout)
+		}
+	}
+	for _, r := range gw.GetRoutingRules() {
+		r.RuleType = canonical(r.RuleType, RuleBasic, RuleBasic)
 	}
 }
 

@@ -6,6 +6,8 @@ import fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 type PoolUse struct {
 	Pool     *fgv1.BackendAddressPool
 	Settings []*fgv1.BackendHttpSettings
+	// L4Settings are the layer-4 backend settings layer-4 rules use it with.
+	L4Settings []*fgv1.BackendSettings
 }
 
 // PoolUses lists every pool with the settings its rules pair it with.
@@ -38,12 +40,32 @@ func PoolUses(gw *fgv1.Gateway) []PoolUse {
 			add(pr.GetBackendAddressPool(), pr.GetBackendHttpSettings())
 		}
 	}
+	l4 := map[string]*fgv1.BackendSettings{}
+	for _, s := range gw.GetBackendSettingsCollection() {
+		l4[s.GetName()] = s
+	}
+	l4pairs := map[string][]string{}
+	for _, r := range gw.GetRoutingRules() {
+		pool, set := r.GetBackendAddressPool(), r.GetBackendSettings()
+		dup := false
+		for _, s := range l4pairs[pool] {
+			dup = dup || s == set
+		}
+		if !dup {
+			l4pairs[pool] = append(l4pairs[pool], set)
+		}
+	}
 	var out []PoolUse
 	for _, p := range gw.GetBackendAddressPools() {
 		pu := PoolUse{Pool: p}
 		for _, s := range pairs[p.GetName()] {
 			if set := settings[s]; set != nil {
 				pu.Settings = append(pu.Settings, set)
+			}
+		}
+		for _, s := range l4pairs[p.GetName()] {
+			if set := l4[s]; set != nil {
+				pu.L4Settings = append(pu.L4Settings, set)
 			}
 		}
 		out = append(out, pu)

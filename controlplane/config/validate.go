@@ -28,7 +28,7 @@ var (
 	listenerProtocols = []string{ProtocolHTTP, ProtocolHTTPS}
 	affinityValues    = []string{Enabled, Disabled}
 	settingsProtocols = []string{ProtocolHTTP, ProtocolHTTPS}
-	probeProtocols    = []string{ProtocolHTTP, ProtocolHTTPS}
+	probeProtocols    = []string{ProtocolHTTP, ProtocolHTTPS, ProtocolTCP, ProtocolTLS}
 	ruleTypes         = []string{RuleBasic, RulePathBased}
 )
 
@@ -132,7 +132,8 @@ func Validate(gw *fgv1.Gateway) error {
 			v.ref(rf+".backendHttpSettings", r.GetBackendHttpSettings(), settings, "backendHttpSettingsCollection", true)
 		}
 	}
-	v.rules(gw.GetRequestRoutingRules(), listeners, pools, settings, maps)
+	priorities := v.rules(gw.GetRequestRoutingRules(), listeners, pools, settings, maps)
+	v.layer4(gw, certs, pools, probes, roots, priorities)
 
 	if len(v.errs) == 0 {
 		return nil
@@ -384,7 +385,8 @@ func ParseStatusRange(s string) (lo, hi int, err error) {
 	return lo, hi, nil
 }
 
-func (v *validator) rules(rs []*fgv1.RequestRoutingRule, listeners, pools, settings, maps map[string]bool) {
+// rules checks the HTTP routing rules and returns the priorities they take (priority -> index).
+func (v *validator) rules(rs []*fgv1.RequestRoutingRule, listeners, pools, settings, maps map[string]bool) map[int32]int {
 	uniqueNames(v, "requestRoutingRules", rs, (*fgv1.RequestRoutingRule).GetName)
 	priorities := map[int32]int{}
 	listenerRule := map[string]int{}
@@ -423,4 +425,5 @@ func (v *validator) rules(rs []*fgv1.RequestRoutingRule, listeners, pools, setti
 			}
 		}
 	}
+	return priorities
 }

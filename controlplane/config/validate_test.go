@@ -345,8 +345,9 @@ func TestValidateRules(t *testing.T) {
 		// Probes.
 		{"probe/defaults ok", func(g *gw) { g.Probes[0] = &fgv1.Probe{Name: "probe1"} }, nil},
 		{"probe/protocol case-insensitive", func(g *gw) { probe(g).Protocol = "HTTP" }, nil},
-		{"probe/protocol Tcp", func(g *gw) { probe(g).Protocol = "Tcp" }, []fe{{"probes[0].protocol", `"Tcp" is not one of Http, Https`}}},
-		{"probe/protocol unknown", func(g *gw) { probe(g).Protocol = "tcp" }, []fe{{"probes[0].protocol", `"tcp" is not one of Http`}}},
+		{"probe/Tcp probe on HTTP settings", func(g *gw) { probe(g).Protocol = "Tcp" },
+			[]fe{{"backendHttpSettingsCollection[0].probe", `probe "probe1" is Tcp; HTTP settings take an Http or Https probe`}}},
+		{"probe/protocol unknown", func(g *gw) { probe(g).Protocol = "udp" }, []fe{{"probes[0].protocol", `"udp" is not one of Http, Https, Tcp, Tls`}}},
 		{"probe/pickHostName with host", func(g *gw) { probe(g).PickHostNameFromBackendHttpSettings = true; settings(g).HostName = "app.test" },
 			[]fe{{"probes[0].host", "must be empty when pickHostNameFromBackendHttpSettings is true"}}},
 		{"probe/pickHostName without host ok", func(g *gw) {

@@ -88,6 +88,14 @@ func Aggregate(gw *fgv1.Gateway, views map[string]*fgv1.HealthReport, pool strin
 			}
 			ph.Settings = append(ph.Settings, sh)
 		}
+		for _, set := range pu.L4Settings {
+			sh := &fgv1.BackendSettingsHealth{Name: set.GetName()}
+			for _, a := range pu.Pool.GetBackendAddresses() {
+				addr := config.ServerAddress(a, set.GetPort())
+				sh.Servers = append(sh.Servers, serverHealth(addr, byPair[pairKey{set.GetName(), addr}], len(views)))
+			}
+			ph.Settings = append(ph.Settings, sh)
+		}
 		resp.Pools = append(resp.Pools, ph)
 	}
 	return resp

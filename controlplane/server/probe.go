@@ -109,19 +109,24 @@ func (s *configService) ProbeBackend(ctx context.Context, req *fgv1.ProbeBackend
 // probeAddress checks that the settings and server exist (in the pool, if one is named) and returns
 // the server's "host:port" under the settings' port.
 func probeAddress(gw *fgv1.Gateway, req *fgv1.ProbeBackendRequest) (string, error) {
-	var set *fgv1.BackendHttpSettings
+	var port int32
 	for _, s := range gw.GetBackendHttpSettingsCollection() {
 		if s.GetName() == req.GetSettings() {
-			set = s
+			port = s.GetPort()
 		}
 	}
-	if set == nil {
+	for _, s := range gw.GetBackendSettingsCollection() {
+		if s.GetName() == req.GetSettings() {
+			port = s.GetPort()
+		}
+	}
+	if port == 0 {
 		return "", status.Errorf(codes.NotFound, "settings: %q is not in gateway %q", req.GetSettings(), gw.GetName())
 	}
 	host := req.GetAddress()
 	if h, p, err := net.SplitHostPort(host); err == nil {
-		if p != strconv.Itoa(int(set.GetPort())) {
-			return "", status.Errorf(codes.InvalidArgument, "address: port %s is not the settings' port %d", p, set.GetPort())
+		if p != strconv.Itoa(int(port)) {
+			return "", status.Errorf(codes.InvalidArgument, "address: port %s is not the settings' port %d", p, port)
 		}
 		host = h
 	}
@@ -131,7 +136,7 @@ func probeAddress(gw *fgv1.Gateway, req *fgv1.ProbeBackendRequest) (string, erro
 		}
 		for _, a := range pu.Pool.GetBackendAddresses() {
 			if a.GetIpAddress() == host || a.GetFqdn() == host {
-				return config.ServerAddress(a, set.GetPort()), nil
+				return config.ServerAddress(a, port), nil
 			}
 		}
 	}

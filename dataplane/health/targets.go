@@ -1,6 +1,7 @@
 package health
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"strconv"
@@ -65,8 +66,62 @@ func Targets(gw *fgv1.Gateway) ([]Target, error) {
 				out = append(out, t)
 			}
 		}
+		for _, set := range pu.L4Settings {
+			roots, fp, err := l4Roots(gw, set)
+			if err != nil {
+				return nil, fmt.Errorf("backend settings %q: %w", set.GetName(), err)
+			}
+			for _, a := range pu.Pool.GetBackendAddresses() {
+				k := Key{Settings: set.GetName(), Address: config.ServerAddress(a, set.GetPort())}
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+				t := l4Target(k, a, set, probes[set.GetProbe()])
+				if t.Spec.Protocol == config.ProtocolTLS {
+					t.Spec.RootCAs, t.Spec.CustomRoots = roots, roots != nil
+				}
+				t.Fingerprint = fmt.Sprintf("l4|%s|%s|%d|%s|%v|%v|%d|%s", t.Spec.Protocol, t.Spec.Host, t.Spec.Port,
+					t.Spec.ServerName, t.Spec.Timeout, t.Interval, t.Threshold, fp)
+				out = append(out, t)
+			}
+		}
 	}
 	return out, nil
+}
+
+// l4Target is the probe of a layer-4 pair: the custom probe (Tcp or Tls), or by default the
+// settings' protocol on their port, every 30 s, timeout 30 s, 3 failures.
+func l4Target(k Key, a *fgv1.BackendAddress, set *fgv1.BackendSettings, p *fgv1.Probe) Target {
+	host := a.GetIpAddress() + a.GetFqdn()
+	t := Target{Key: k, Spec: probe.Spec{Host: host, Port: int(set.GetPort()), Protocol: set.GetProtocol()}}
+	t.Spec.ServerName = set.GetHostName()
+	if t.Spec.ServerName == "" {
+		t.Spec.ServerName = host
+	}
+	t.Spec.Timeout = config.DefaultProbeTimeout * time.Second
+	t.Interval = config.DefaultProbeInterval * time.Second
+	t.Threshold = config.DefaultUnhealthyThreshold
+	if p != nil {
+		t.Spec.Protocol = p.GetProtocol()
+		if p.Port != nil {
+			t.Spec.Port = int(p.GetPort())
+		}
+		t.Spec.Timeout = time.Duration(p.GetTimeout()) * time.Second
+		t.Interval = time.Duration(p.GetInterval()) * time.Second
+		t.Threshold = int(p.GetUnhealthyThreshold())
+		t.MinServers = int(p.GetMinServers())
+	}
+	return t
+}
+
+// l4Roots is the CA pool of layer-4 Tls settings: nil (system roots) when they name none.
+func l4Roots(gw *fgv1.Gateway, set *fgv1.BackendSettings) (*x509.CertPool, string, error) {
+	if len(set.GetTrustedRootCertificates()) == 0 {
+		return nil, "", nil
+	}
+	// The same trusted roots, looked up through HTTP settings naming them.
+	return config.RootPool(gw, &fgv1.BackendHttpSettings{TrustedRootCertificates: set.GetTrustedRootCertificates()})
 }
 
 func target(k Key, a *fgv1.BackendAddress, set *fgv1.BackendHttpSettings, p *fgv1.Probe) Target {

@@ -46,7 +46,13 @@ type Gateway struct {
 	SslCertificates []*SslCertificate `protobuf:"bytes,9,rep,name=ssl_certificates,json=sslCertificates,proto3" json:"ssl_certificates,omitempty"`
 	// Serve HTTP/2 to clients (h2 by ALPN on Https listeners, h2c with prior knowledge on Http ones).
 	// Default true.
-	EnableHttp2   *bool `protobuf:"varint,10,opt,name=enable_http2,json=enableHttp2,proto3,oneof" json:"enable_http2,omitempty"`
+	EnableHttp2 *bool `protobuf:"varint,10,opt,name=enable_http2,json=enableHttp2,proto3,oneof" json:"enable_http2,omitempty"`
+	// Layer-4 listeners (Tcp, Tls). A port is either an HTTP listener's or a layer-4 listener's.
+	Listeners []*Listener `protobuf:"bytes,11,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	// Layer-4 backend settings (Tcp, Tls).
+	BackendSettingsCollection []*BackendSettings `protobuf:"bytes,12,rep,name=backend_settings_collection,json=backendSettingsCollection,proto3" json:"backend_settings_collection,omitempty"`
+	// Layer-4 routing rules: a listener to a pool with backend settings.
+	RoutingRules  []*RoutingRule `protobuf:"bytes,13,rep,name=routing_rules,json=routingRules,proto3" json:"routing_rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +157,310 @@ func (x *Gateway) GetEnableHttp2() bool {
 	return false
 }
 
+func (x *Gateway) GetListeners() []*Listener {
+	if x != nil {
+		return x.Listeners
+	}
+	return nil
+}
+
+func (x *Gateway) GetBackendSettingsCollection() []*BackendSettings {
+	if x != nil {
+		return x.BackendSettingsCollection
+	}
+	return nil
+}
+
+func (x *Gateway) GetRoutingRules() []*RoutingRule {
+	if x != nil {
+		return x.RoutingRules
+	}
+	return nil
+}
+
+// Listener is a layer-4 (TCP or TLS) listener.
+type Listener struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique among listeners (both kinds).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Tcp or Tls (TLS terminated here).
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Port, 1-65535, not used by an HTTP listener.
+	Port int32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	// Tls: name of the ssl_certificates entry to present.
+	SslCertificate string `protobuf:"bytes,4,opt,name=ssl_certificate,json=sslCertificate,proto3" json:"ssl_certificate,omitempty"`
+	// Tls: SNI names served; listeners sharing a port pick by SNI. Empty: any.
+	HostNames     []string `protobuf:"bytes,5,rep,name=host_names,json=hostNames,proto3" json:"host_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Listener) Reset() {
+	*x = Listener{}
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Listener) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Listener) ProtoMessage() {}
+
+func (x *Listener) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Listener.ProtoReflect.Descriptor instead.
+func (*Listener) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Listener) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Listener) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Listener) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Listener) GetSslCertificate() string {
+	if x != nil {
+		return x.SslCertificate
+	}
+	return ""
+}
+
+func (x *Listener) GetHostNames() []string {
+	if x != nil {
+		return x.HostNames
+	}
+	return nil
+}
+
+// BackendSettings says how a layer-4 listener reaches a pool's servers.
+type BackendSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique among layer-4 backend settings.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Backend port, 1-65535.
+	Port int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// Tcp (plain) or Tls (re-encrypt, verified).
+	Protocol string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Idle timeout of a connection, seconds, 1-86400 (default 20).
+	Timeout *int32 `protobuf:"varint,4,opt,name=timeout,proto3,oneof" json:"timeout,omitempty"`
+	// Name of a custom probe (protocol Tcp or Tls). Empty: the default probe (connect, and for Tls
+	// handshake).
+	Probe string `protobuf:"bytes,5,opt,name=probe,proto3" json:"probe,omitempty"`
+	// Tls: names of trusted_root_certificates entries; only those roots are trusted when given.
+	TrustedRootCertificates []string `protobuf:"bytes,6,rep,name=trusted_root_certificates,json=trustedRootCertificates,proto3" json:"trusted_root_certificates,omitempty"`
+	// Tls: server name (SNI) sent and verified.
+	HostName string `protobuf:"bytes,7,opt,name=host_name,json=hostName,proto3" json:"host_name,omitempty"`
+	// Tls: use the server's address as the name.
+	PickHostNameFromBackendAddress bool `protobuf:"varint,8,opt,name=pick_host_name_from_backend_address,json=pickHostNameFromBackendAddress,proto3" json:"pick_host_name_from_backend_address,omitempty"`
+	unknownFields                  protoimpl.UnknownFields
+	sizeCache                      protoimpl.SizeCache
+}
+
+func (x *BackendSettings) Reset() {
+	*x = BackendSettings{}
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendSettings) ProtoMessage() {}
+
+func (x *BackendSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendSettings.ProtoReflect.Descriptor instead.
+func (*BackendSettings) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BackendSettings) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackendSettings) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *BackendSettings) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *BackendSettings) GetTimeout() int32 {
+	if x != nil && x.Timeout != nil {
+		return *x.Timeout
+	}
+	return 0
+}
+
+func (x *BackendSettings) GetProbe() string {
+	if x != nil {
+		return x.Probe
+	}
+	return ""
+}
+
+func (x *BackendSettings) GetTrustedRootCertificates() []string {
+	if x != nil {
+		return x.TrustedRootCertificates
+	}
+	return nil
+}
+
+func (x *BackendSettings) GetHostName() string {
+	if x != nil {
+		return x.HostName
+	}
+	return ""
+}
+
+func (x *BackendSettings) GetPickHostNameFromBackendAddress() bool {
+	if x != nil {
+		return x.PickHostNameFromBackendAddress
+	}
+	return false
+}
+
+// RoutingRule binds a layer-4 listener to a pool.
+type RoutingRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique among rules (both kinds).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Basic.
+	RuleType string `protobuf:"bytes,2,opt,name=rule_type,json=ruleType,proto3" json:"rule_type,omitempty"`
+	// 1-20000, unique among all rules. Required.
+	Priority *int32 `protobuf:"varint,3,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
+	// Layer-4 listener served.
+	Listener string `protobuf:"bytes,4,opt,name=listener,proto3" json:"listener,omitempty"`
+	// Pool to send to.
+	BackendAddressPool string `protobuf:"bytes,5,opt,name=backend_address_pool,json=backendAddressPool,proto3" json:"backend_address_pool,omitempty"`
+	// Layer-4 backend settings to use.
+	BackendSettings string `protobuf:"bytes,6,opt,name=backend_settings,json=backendSettings,proto3" json:"backend_settings,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RoutingRule) Reset() {
+	*x = RoutingRule{}
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingRule) ProtoMessage() {}
+
+func (x *RoutingRule) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingRule.ProtoReflect.Descriptor instead.
+func (*RoutingRule) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RoutingRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RoutingRule) GetRuleType() string {
+	if x != nil {
+		return x.RuleType
+	}
+	return ""
+}
+
+func (x *RoutingRule) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
+}
+
+func (x *RoutingRule) GetListener() string {
+	if x != nil {
+		return x.Listener
+	}
+	return ""
+}
+
+func (x *RoutingRule) GetBackendAddressPool() string {
+	if x != nil {
+		return x.BackendAddressPool
+	}
+	return ""
+}
+
+func (x *RoutingRule) GetBackendSettings() string {
+	if x != nil {
+		return x.BackendSettings
+	}
+	return ""
+}
+
 // SslCertificate is a listener certificate. gatewayctl reads cert_file and key_file and sends their
 // contents as data; the control plane never echoes the private key (get shows public_cert_data).
 type SslCertificate struct {
@@ -171,7 +481,7 @@ type SslCertificate struct {
 
 func (x *SslCertificate) Reset() {
 	*x = SslCertificate{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -183,7 +493,7 @@ func (x *SslCertificate) String() string {
 func (*SslCertificate) ProtoMessage() {}
 
 func (x *SslCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -196,7 +506,7 @@ func (x *SslCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SslCertificate.ProtoReflect.Descriptor instead.
 func (*SslCertificate) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{1}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SslCertificate) GetName() string {
@@ -247,7 +557,7 @@ type TrustedRootCertificate struct {
 
 func (x *TrustedRootCertificate) Reset() {
 	*x = TrustedRootCertificate{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +569,7 @@ func (x *TrustedRootCertificate) String() string {
 func (*TrustedRootCertificate) ProtoMessage() {}
 
 func (x *TrustedRootCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +582,7 @@ func (x *TrustedRootCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustedRootCertificate.ProtoReflect.Descriptor instead.
 func (*TrustedRootCertificate) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TrustedRootCertificate) GetName() string {
@@ -311,7 +621,7 @@ type HttpListener struct {
 
 func (x *HttpListener) Reset() {
 	*x = HttpListener{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +633,7 @@ func (x *HttpListener) String() string {
 func (*HttpListener) ProtoMessage() {}
 
 func (x *HttpListener) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +646,7 @@ func (x *HttpListener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpListener.ProtoReflect.Descriptor instead.
 func (*HttpListener) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HttpListener) GetName() string {
@@ -394,7 +704,7 @@ type BackendAddressPool struct {
 
 func (x *BackendAddressPool) Reset() {
 	*x = BackendAddressPool{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +716,7 @@ func (x *BackendAddressPool) String() string {
 func (*BackendAddressPool) ProtoMessage() {}
 
 func (x *BackendAddressPool) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +729,7 @@ func (x *BackendAddressPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendAddressPool.ProtoReflect.Descriptor instead.
 func (*BackendAddressPool) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BackendAddressPool) GetName() string {
@@ -450,7 +760,7 @@ type BackendAddress struct {
 
 func (x *BackendAddress) Reset() {
 	*x = BackendAddress{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +772,7 @@ func (x *BackendAddress) String() string {
 func (*BackendAddress) ProtoMessage() {}
 
 func (x *BackendAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +785,7 @@ func (x *BackendAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendAddress.ProtoReflect.Descriptor instead.
 func (*BackendAddress) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BackendAddress) GetIpAddress() string {
@@ -536,7 +846,7 @@ type BackendHttpSettings struct {
 
 func (x *BackendHttpSettings) Reset() {
 	*x = BackendHttpSettings{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +858,7 @@ func (x *BackendHttpSettings) String() string {
 func (*BackendHttpSettings) ProtoMessage() {}
 
 func (x *BackendHttpSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +871,7 @@ func (x *BackendHttpSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHttpSettings.ProtoReflect.Descriptor instead.
 func (*BackendHttpSettings) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BackendHttpSettings) GetName() string {
@@ -690,7 +1000,7 @@ type ConnectionDraining struct {
 
 func (x *ConnectionDraining) Reset() {
 	*x = ConnectionDraining{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +1012,7 @@ func (x *ConnectionDraining) String() string {
 func (*ConnectionDraining) ProtoMessage() {}
 
 func (x *ConnectionDraining) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +1025,7 @@ func (x *ConnectionDraining) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionDraining.ProtoReflect.Descriptor instead.
 func (*ConnectionDraining) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConnectionDraining) GetEnabled() bool {
@@ -737,7 +1047,8 @@ type Probe struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique among probes.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Http or Https. Default Http.
+	// Http, Https, Tcp (connect) or Tls (handshake and verification). Default Http; Tcp and Tls only
+	// for layer-4 settings.
 	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	// Host header sent with the probe (default 127.0.0.1). Must be empty when
 	// pick_host_name_from_backend_http_settings is true.
@@ -764,7 +1075,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +1087,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +1100,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Probe) GetName() string {
@@ -882,7 +1193,7 @@ type ProbeMatch struct {
 
 func (x *ProbeMatch) Reset() {
 	*x = ProbeMatch{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +1205,7 @@ func (x *ProbeMatch) String() string {
 func (*ProbeMatch) ProtoMessage() {}
 
 func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +1218,7 @@ func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeMatch.ProtoReflect.Descriptor instead.
 func (*ProbeMatch) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProbeMatch) GetStatusCodes() []string {
@@ -941,7 +1252,7 @@ type UrlPathMap struct {
 
 func (x *UrlPathMap) Reset() {
 	*x = UrlPathMap{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1264,7 @@ func (x *UrlPathMap) String() string {
 func (*UrlPathMap) ProtoMessage() {}
 
 func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1277,7 @@ func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UrlPathMap.ProtoReflect.Descriptor instead.
 func (*UrlPathMap) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UrlPathMap) GetName() string {
@@ -1015,7 +1326,7 @@ type PathRule struct {
 
 func (x *PathRule) Reset() {
 	*x = PathRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1338,7 @@ func (x *PathRule) String() string {
 func (*PathRule) ProtoMessage() {}
 
 func (x *PathRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1351,7 @@ func (x *PathRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathRule.ProtoReflect.Descriptor instead.
 func (*PathRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PathRule) GetName() string {
@@ -1094,7 +1405,7 @@ type RequestRoutingRule struct {
 
 func (x *RequestRoutingRule) Reset() {
 	*x = RequestRoutingRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1417,7 @@ func (x *RequestRoutingRule) String() string {
 func (*RequestRoutingRule) ProtoMessage() {}
 
 func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1430,7 @@ func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRoutingRule.ProtoReflect.Descriptor instead.
 func (*RequestRoutingRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RequestRoutingRule) GetName() string {
@@ -1175,7 +1486,7 @@ var File_fleetgate_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x1afleetgate/v1/gateway.proto\x12\ffleetgate.v1\"\xc7\x05\n" +
+	"\x1afleetgate/v1/gateway.proto\x12\ffleetgate.v1\"\x9c\a\n" +
 	"\aGateway\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
 	"\x0ehttp_listeners\x18\x02 \x03(\v2\x1a.fleetgate.v1.HttpListenerR\rhttpListeners\x12T\n" +
@@ -1187,8 +1498,37 @@ const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\x19trusted_root_certificates\x18\b \x03(\v2$.fleetgate.v1.TrustedRootCertificateR\x17trustedRootCertificates\x12G\n" +
 	"\x10ssl_certificates\x18\t \x03(\v2\x1c.fleetgate.v1.SslCertificateR\x0fsslCertificates\x12&\n" +
 	"\fenable_http2\x18\n" +
-	" \x01(\bH\x00R\venableHttp2\x88\x01\x01B\x0f\n" +
-	"\r_enable_http2\"\x9a\x01\n" +
+	" \x01(\bH\x00R\venableHttp2\x88\x01\x01\x124\n" +
+	"\tlisteners\x18\v \x03(\v2\x16.fleetgate.v1.ListenerR\tlisteners\x12]\n" +
+	"\x1bbackend_settings_collection\x18\f \x03(\v2\x1d.fleetgate.v1.BackendSettingsR\x19backendSettingsCollection\x12>\n" +
+	"\rrouting_rules\x18\r \x03(\v2\x19.fleetgate.v1.RoutingRuleR\froutingRulesB\x0f\n" +
+	"\r_enable_http2\"\x96\x01\n" +
+	"\bListener\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\x05R\x04port\x12'\n" +
+	"\x0fssl_certificate\x18\x04 \x01(\tR\x0esslCertificate\x12\x1d\n" +
+	"\n" +
+	"host_names\x18\x05 \x03(\tR\thostNames\"\xbc\x02\n" +
+	"\x0fBackendSettings\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12\x1d\n" +
+	"\atimeout\x18\x04 \x01(\x05H\x00R\atimeout\x88\x01\x01\x12\x14\n" +
+	"\x05probe\x18\x05 \x01(\tR\x05probe\x12:\n" +
+	"\x19trusted_root_certificates\x18\x06 \x03(\tR\x17trustedRootCertificates\x12\x1b\n" +
+	"\thost_name\x18\a \x01(\tR\bhostName\x12K\n" +
+	"#pick_host_name_from_backend_address\x18\b \x01(\bR\x1epickHostNameFromBackendAddressB\n" +
+	"\n" +
+	"\b_timeout\"\xe5\x01\n" +
+	"\vRoutingRule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\trule_type\x18\x02 \x01(\tR\bruleType\x12\x1f\n" +
+	"\bpriority\x18\x03 \x01(\x05H\x00R\bpriority\x88\x01\x01\x12\x1a\n" +
+	"\blistener\x18\x04 \x01(\tR\blistener\x120\n" +
+	"\x14backend_address_pool\x18\x05 \x01(\tR\x12backendAddressPool\x12)\n" +
+	"\x10backend_settings\x18\x06 \x01(\tR\x0fbackendSettingsB\v\n" +
+	"\t_priority\"\x9a\x01\n" +
 	"\x0eSslCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\tR\x04data\x12\x1b\n" +
@@ -1296,40 +1636,46 @@ func file_fleetgate_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_gateway_proto_rawDescData
 }
 
-var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_fleetgate_v1_gateway_proto_goTypes = []any{
 	(*Gateway)(nil),                // 0: fleetgate.v1.Gateway
-	(*SslCertificate)(nil),         // 1: fleetgate.v1.SslCertificate
-	(*TrustedRootCertificate)(nil), // 2: fleetgate.v1.TrustedRootCertificate
-	(*HttpListener)(nil),           // 3: fleetgate.v1.HttpListener
-	(*BackendAddressPool)(nil),     // 4: fleetgate.v1.BackendAddressPool
-	(*BackendAddress)(nil),         // 5: fleetgate.v1.BackendAddress
-	(*BackendHttpSettings)(nil),    // 6: fleetgate.v1.BackendHttpSettings
-	(*ConnectionDraining)(nil),     // 7: fleetgate.v1.ConnectionDraining
-	(*Probe)(nil),                  // 8: fleetgate.v1.Probe
-	(*ProbeMatch)(nil),             // 9: fleetgate.v1.ProbeMatch
-	(*UrlPathMap)(nil),             // 10: fleetgate.v1.UrlPathMap
-	(*PathRule)(nil),               // 11: fleetgate.v1.PathRule
-	(*RequestRoutingRule)(nil),     // 12: fleetgate.v1.RequestRoutingRule
+	(*Listener)(nil),               // 1: fleetgate.v1.Listener
+	(*BackendSettings)(nil),        // 2: fleetgate.v1.BackendSettings
+	(*RoutingRule)(nil),            // 3: fleetgate.v1.RoutingRule
+	(*SslCertificate)(nil),         // 4: fleetgate.v1.SslCertificate
+	(*TrustedRootCertificate)(nil), // 5: fleetgate.v1.TrustedRootCertificate
+	(*HttpListener)(nil),           // 6: fleetgate.v1.HttpListener
+	(*BackendAddressPool)(nil),     // 7: fleetgate.v1.BackendAddressPool
+	(*BackendAddress)(nil),         // 8: fleetgate.v1.BackendAddress
+	(*BackendHttpSettings)(nil),    // 9: fleetgate.v1.BackendHttpSettings
+	(*ConnectionDraining)(nil),     // 10: fleetgate.v1.ConnectionDraining
+	(*Probe)(nil),                  // 11: fleetgate.v1.Probe
+	(*ProbeMatch)(nil),             // 12: fleetgate.v1.ProbeMatch
+	(*UrlPathMap)(nil),             // 13: fleetgate.v1.UrlPathMap
+	(*PathRule)(nil),               // 14: fleetgate.v1.PathRule
+	(*RequestRoutingRule)(nil),     // 15: fleetgate.v1.RequestRoutingRule
 }
 var file_fleetgate_v1_gateway_proto_depIdxs = []int32{
-	3,  // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
-	4,  // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
-	6,  // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
-	8,  // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
-	10, // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
-	12, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
-	2,  // 6: fleetgate.v1.Gateway.trusted_root_certificates:type_name -> fleetgate.v1.TrustedRootCertificate
-	1,  // 7: fleetgate.v1.Gateway.ssl_certificates:type_name -> fleetgate.v1.SslCertificate
-	5,  // 8: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
-	7,  // 9: fleetgate.v1.BackendHttpSettings.connection_draining:type_name -> fleetgate.v1.ConnectionDraining
-	9,  // 10: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
-	11, // 11: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	6,  // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
+	7,  // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
+	9,  // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
+	11, // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
+	13, // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
+	15, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
+	5,  // 6: fleetgate.v1.Gateway.trusted_root_certificates:type_name -> fleetgate.v1.TrustedRootCertificate
+	4,  // 7: fleetgate.v1.Gateway.ssl_certificates:type_name -> fleetgate.v1.SslCertificate
+	1,  // 8: fleetgate.v1.Gateway.listeners:type_name -> fleetgate.v1.Listener
+	2,  // 9: fleetgate.v1.Gateway.backend_settings_collection:type_name -> fleetgate.v1.BackendSettings
+	3,  // 10: fleetgate.v1.Gateway.routing_rules:type_name -> fleetgate.v1.RoutingRule
+	8,  // 11: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
+	10, // 12: fleetgate.v1.BackendHttpSettings.connection_draining:type_name -> fleetgate.v1.ConnectionDraining
+	12, // 13: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
+	14, // 14: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_gateway_proto_init() }
@@ -1338,16 +1684,18 @@ func file_fleetgate_v1_gateway_proto_init() {
 		return
 	}
 	file_fleetgate_v1_gateway_proto_msgTypes[0].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[6].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[8].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[12].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[2].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[3].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[9].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[11].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_gateway_proto_rawDesc), len(file_fleetgate_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
