@@ -133,6 +133,7 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	local i pid n
+	[[ -n ${WRK_PID:-} ]] && kill -TERM "$WRK_PID" 2>/dev/null
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		pid=${PIDS[i]}
 		kill -TERM "$pid" 2>/dev/null || true
@@ -405,6 +406,18 @@ done
 log "all targets up: ${TARGET_LIST[*]}"
 
 # ---- measure ----
+# run_wrk OUTFILE ARGS...: wrk on the load core. Run in the background and waited for, so that a signal
+# to this script is handled at once (bash defers traps while a foreground command runs).
+WRK_PID=
+run_wrk() {
+	local out=$1 rc=0
+	shift
+	taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" "$@" >"$out" 2>&1 </dev/null &
+	WRK_PID=$!
+	wait "$WRK_PID" || rc=$?
+	WRK_PID=
+	return "$rc"
+}
 # cpu_snap N: "busy total" jiffies of core N from /proc/stat (busy: user nice system irq softirq).
 cpu_snap() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 # proc_ticks PID: user+system clock ticks of PID and its direct children (nginx's worker).
@@ -455,10 +468,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			f=$RES/$s.$t.$r.txt
 			for ((try = 0; ; try++)); do
 				pre=$(wait_idle)
-				taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+				run_wrk /dev/null -d"${WARMUP}s" "$url" || true
 				cpu0=$(cpu_snap "$PROXY_CPU") cpu1=$(cpu_snap "$LOAD_CPU")
 				tp=${TPID[$t]} ticks=$(proc_ticks "${TPID[$t]}") t0=$(date +%s.%N)
-				if ! taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$f" 2>&1; then
+				if ! run_wrk "$f" -d"${DURATION}s" --latency "$url"; then
 					cat "$f" >&2
 					die "wrk failed against $t ($url)"
 				fi
@@ -496,9 +509,15 @@ median() { # numbers on stdin
 }
 fmt_k() { awk -v v="$1" 'BEGIN { printf "%.1fk", v / 1000 }'; }
 fmt_ms() { awk -v v="$1" 'BEGIN { if (v < 10) printf "%.2f ms", v; else printf "%.1f ms", v }'; }
+join() { # SEP ITEMS...
+	local sep=$1 out="" x
+	shift
+	for x in "$@"; do out+="${out:+$sep}$x"; done
+	echo "$out"
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
 
-declare -A MED=()
+declare -A MED=() EFF=()
 REPORT=$TMP/report.md
 {
 	echo "## Fleetgate benchmark"
@@ -509,13 +528,18 @@ REPORT=$TMP/report.md
 	for s in "${SIZE_LIST[@]}"; do
 		for t in "${TARGET_LIST[@]}"; do
 			MED[$s.$t]=$(for ((r = 1; r <= ROUNDS; r++)); do awk '/^Requests\/sec:/ {print $2}' "$RES/$s.$t.$r.txt"; done | median)
+			# req/s per core of the proxy's own CPU, per round, median: the rig's ceiling hides a proxy's
+			# headroom when it does not fill its core.
+			EFF[$s.$t]=$(for ((r = 1; r <= ROUNDS; r++)); do
+				awk -v rps="$(awk '/^Requests\/sec:/ {print $2}' "$RES/$s.$t.$r.txt")" '{ if ($3 > 0) print rps * 100 / $3 }' "$RES/$s.$t.$r.cpu"
+			done | median)
 		done
 		fg=${MED[$s.fleetgate]:-}
 		echo
 		echo "### /$s: $(size_bytes "$s")-byte responses"
 		echo
-		echo "| target | req/s per round | median req/s | p50 | p99 | Fleetgate ratio | proxy CPU | core $PROXY_CPU / $LOAD_CPU busy |"
-		echo "|---|---|---|---|---|---|---|---|"
+		echo "| target | req/s per round | median req/s | p50 | p99 | Fleetgate ratio | proxy CPU | req/s per proxy CPU | Fleetgate ratio per CPU | core $PROXY_CPU / $LOAD_CPU busy |"
+		echo "|---|---|---|---|---|---|---|---|---|---|"
 		footnotes=()
 		for t in "${TARGET_LIST[@]}"; do
 			rounds=() p50s=() p99s=() notes=()
@@ -532,7 +556,12 @@ REPORT=$TMP/report.md
 			b0=$(for ((r = 1; r <= ROUNDS; r++)); do awk '{print $1}' "$RES/$s.$t.$r.cpu"; done | median)
 			b1=$(for ((r = 1; r <= ROUNDS; r++)); do awk '{print $2}' "$RES/$s.$t.$r.cpu"; done | median)
 			own=$(for ((r = 1; r <= ROUNDS; r++)); do awk '{print $3}' "$RES/$s.$t.$r.cpu"; done | median)
-			[[ $t == noproxy ]] && own=- || own="${own%.*}%"
+			if [[ $t == noproxy ]]; then
+				own=- eff=- rte=-
+			else
+				own="${own%.*}%" eff=$(fmt_k "${EFF[$s.$t]}")
+				if [[ -n $fg ]]; then rte=$(ratio "${EFF[$s.fleetgate]}" "${EFF[$s.$t]}"); else rte=-; fi
+			fi
 			for ((r = 1; r <= ROUNDS; r++)); do
 				read -r _ _ _ pre post <"$RES/$s.$t.$r.cpu"
 				((pre > IDLE_MAX || post > IDLE_MAX)) && notes+=("round $r ran while something else loaded the machine (a core ${pre}% busy before, ${post}% after)")
@@ -545,7 +574,7 @@ REPORT=$TMP/report.md
 				name="$name ⚠"
 				for n in "${notes[@]}"; do footnotes+=("- ⚠ ${LABEL[$t]}: $n"); done
 			fi
-			echo "| $name | $(IFS=' '; echo "${rounds[*]}" | sed 's/ / \/ /g') | $(fmt_k "${MED[$s.$t]}") | $(fmt_ms "$p50") | $(fmt_ms "$p99") | $rt | $own | ${b0%.*}% / ${b1%.*}% |"
+			echo "| $name | $(join " / " "${rounds[@]}") | $(fmt_k "${MED[$s.$t]}") | $(fmt_ms "$p50") | $(fmt_ms "$p99") | $rt | $own | $eff | $rte | ${b0%.*}% / ${b1%.*}% |"
 		done
 		if ((${#footnotes[@]})); then
 			echo
@@ -554,22 +583,31 @@ REPORT=$TMP/report.md
 	done
 	if has_target fleetgate; then
 		echo
-		echo "Fleetgate median req/s over each peer's ($(printf '%s, ' "${SIZE_LIST[@]}" | sed 's/, $//') bytes):"
+		echo "Fleetgate median req/s over each peer's ($(join ", " "${SIZE_LIST[@]}") bytes):"
 		echo
 		echo '```'
 		for t in "${TARGET_LIST[@]}"; do
 			[[ $t == fleetgate ]] && continue
-			parts=()
-			for s in "${SIZE_LIST[@]}"; do parts+=("$(ratio "${MED[$s.fleetgate]}" "${MED[$s.$t]}") ($s)"); done
-			echo "fleetgate/${SHORT[$t]} = $(IFS=','; echo "${parts[*]}" | sed 's/,/, /g')"
+			parts=() eparts=()
+			for s in "${SIZE_LIST[@]}"; do
+				parts+=("$(ratio "${MED[$s.fleetgate]}" "${MED[$s.$t]}") ($s)")
+				[[ $t == noproxy ]] || eparts+=("$(ratio "${EFF[$s.fleetgate]}" "${EFF[$s.$t]}") ($s)")
+			done
+			line="fleetgate/${SHORT[$t]} = $(join ", " "${parts[@]}")"
+			((${#eparts[@]})) && line="$line   per proxy CPU: $(join ", " "${eparts[@]}")"
+			echo "$line"
 		done
 		echo '```'
-		echo
-		echo "proxy CPU: the proxy's own processes' CPU time over the run (100% = one core). Core busy: share of"
-		echo "each core outside idle (kernel loopback work included). A proxy whose core $PROXY_CPU is well below 100% was"
-		echo "held back by the load core ($LOAD_CPU: wrk and the origin), not by itself; a core busier than its"
-		echo "processes account for points at other load on the machine."
 	fi
+	cat <<EOF
+
+- proxy CPU: the proxy's own processes' CPU time during the run (100% = one core).
+- req/s per proxy CPU: each round's req/s divided by that share, median over rounds: an estimate of what
+  one full core would carry. It matters when a proxy does not fill its core: then the rig (core $LOAD_CPU,
+  wrk and the origin) capped its req/s, not the proxy, and the plain ratio flatters the slower proxy.
+- core busy: share of each core outside idle, kernel work included. A core much busier than the
+  processes on it account for points at other load on the machine.
+EOF
 } >"$REPORT"
 
 echo
