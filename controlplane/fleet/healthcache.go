@@ -121,3 +121,14 @@ func (c *HealthCache) follow(ctx context.Context, cli *clientv3.Client) error {
 	}
 	return errors.New("watch channel closed")
 }
+
+// Count is the number of worker views held, over all gateways.
+func (c *HealthCache) Count() float64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n := 0
+	for _, v := range c.views {
+		n += len(v)
+	}
+	return float64(n)
+}

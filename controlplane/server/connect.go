@@ -27,6 +27,7 @@ type dataPlaneService struct {
 	fleet   *fleet.Registry
 	streams *streams
 	replica string
+	metrics *metrics
 	log     *slog.Logger
 }
 
@@ -51,6 +52,10 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 		return toStatus(log, err)
 	}
 	log.Info("dataplane connected", "applied_version", dp.AppliedVersion)
+	connected := s.metrics.connected.WithLabelValues(dp.Gateway)
+	connected.Inc()
+	defer connected.Dec()
+	var sentAt time.Time
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
@@ -94,7 +99,8 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 		if err := stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_Snapshot{Snapshot: msg}}); err != nil {
 			return err
 		}
-		sent = snap.Version
+		sent, sentAt = snap.Version, time.Now()
+		s.metrics.pushes.WithLabelValues(dp.Gateway).Inc()
 		log.Debug("snapshot sent", "version", snap.Version, "deleted", snap.Deleted)
 		return nil
 	}
@@ -154,9 +160,14 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 			switch k := req.GetKind().(type) {
 			case *fgv1.ConnectRequest_Ack:
 				next.AppliedVersion, next.LastError, next.RejectedVersion = k.Ack.GetVersion(), "", 0
+				s.metrics.answers.WithLabelValues(dp.Gateway, "ack").Inc()
+				if k.Ack.GetVersion() == sent && !sentAt.IsZero() {
+					s.metrics.pushToAck.Observe(time.Since(sentAt).Seconds())
+				}
 				log.Info("snapshot acked", "version", k.Ack.GetVersion())
 			case *fgv1.ConnectRequest_Nack:
 				next.LastError, next.RejectedVersion = k.Nack.GetError(), k.Nack.GetVersion()
+				s.metrics.answers.WithLabelValues(dp.Gateway, "nack").Inc()
 				log.Warn("snapshot rejected", "version", k.Nack.GetVersion(), "err", k.Nack.GetError())
 			default:
 				return status.Errorf(codes.InvalidArgument, "unexpected %T after hello", req.GetKind())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -48,17 +50,18 @@ type Config struct {
 
 // Server is a running control-plane replica.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	etcd   *embedetcd.Server
-	cli    *clientv3.Client
-	fleet  *fleet.Registry
-	cache  *snapshot.Cache
-	health *fleet.HealthCache
-	grpc   *grpc.Server
-	hc     *health.Server
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg     Config
+	log     *slog.Logger
+	etcd    *embedetcd.Server
+	cli     *clientv3.Client
+	fleet   *fleet.Registry
+	cache   *snapshot.Cache
+	health  *fleet.HealthCache
+	grpc    *grpc.Server
+	hc      *health.Server
+	metrics *metrics
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // New connects to etcd (starting the embedded one if no endpoints are given) and builds the gRPC
@@ -128,12 +131,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		_ = s.health.Run(runCtx, cli)
 	}()
 
+	s.metrics = newMetrics(s.health.Count)
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
+			s.metrics.grpc.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(s.log), logging.WithLogOnEvents(logging.FinishCall)),
 			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(s.recovered)),
 		),
 		grpc.ChainStreamInterceptor(
+			s.metrics.grpc.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(slogAdapter(s.log), logging.WithLogOnEvents(logging.FinishCall)),
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(s.recovered)),
 		),
@@ -142,10 +148,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	)
 	local := newStreams()
 	fgv1.RegisterConfigServiceServer(s.grpc, &configService{store: store.New(cli), fleet: reg, health: s.health, streams: local, log: s.log})
-	fgv1.RegisterDataPlaneServiceServer(s.grpc, &dataPlaneService{cache: s.cache, fleet: reg, streams: local, replica: cfg.Replica, log: s.log})
+	fgv1.RegisterDataPlaneServiceServer(s.grpc, &dataPlaneService{cache: s.cache, fleet: reg, streams: local, replica: cfg.Replica, metrics: s.metrics, log: s.log})
 	s.hc = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.hc)
 	reflection.Register(s.grpc)
+	s.metrics.grpc.InitializeMetrics(s.grpc)
 	return s, nil
 }
 
@@ -182,6 +189,11 @@ func (s *Server) Stop() {
 	s.wg.Wait()
 	s.cli.Close()
 	s.closeEtcd()
+}
+
+// MetricsHandler serves the replica's Prometheus metrics.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})
 }
 
 // EtcdEndpoint is the embedded etcd's client URL ("" with an external cluster).

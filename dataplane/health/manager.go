@@ -39,6 +39,9 @@ type Manager struct {
 	prober Prober
 	log    *slog.Logger
 
+	// observe, if set, sees every scheduled probe's result (for metrics).
+	observe func(settings, server, reason string, d time.Duration)
+
 	mu      sync.Mutex
 	running map[Key]*runner
 	version int64
@@ -57,6 +60,9 @@ type runner struct {
 func NewManager(p Prober, log *slog.Logger) *Manager {
 	return &Manager{prober: p, log: log, running: map[Key]*runner{}, changed: make(chan struct{}, 1)}
 }
+
+// Observe sets a function that sees every scheduled probe's result. Call it before Update.
+func (m *Manager) Observe(f func(settings, server, reason string, d time.Duration)) { m.observe = f }
 
 // Changed receives a value (coalesced) whenever a server's health or the set of targets changes.
 func (m *Manager) Changed() <-chan struct{} { return m.changed }
@@ -131,6 +137,9 @@ func (m *Manager) run(ctx context.Context, t Target, tr *Tracker) {
 		res := m.prober.Probe(ctx, t.Spec)
 		if ctx.Err() != nil {
 			return
+		}
+		if m.observe != nil {
+			m.observe(t.Settings, t.Address, res.Reason, res.Duration)
 		}
 		if tr.Observe(Outcome{OK: res.Healthy, Reason: res.Reason, Message: res.Message, At: res.At}) {
 			st := tr.State()

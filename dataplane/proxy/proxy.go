@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/dataplane/health"
+	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/route"
 	"github.com/fleetgate/fleetgate/dataplane/upstream"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
@@ -33,6 +34,9 @@ type Proxy struct {
 	conns  map[string]io.Closer        // connection pools by tlsOptions.key, kept across configs
 	stats  map[health.Key]*serverStats // connection counts, kept across configs
 	drains map[drainID]*drain
+
+	metrics   *metrics.Metrics
+	accessLog *slog.Logger
 
 	drainChanged chan struct{}
 	stop         context.CancelFunc
@@ -69,6 +73,12 @@ func New(log *slog.Logger) *Proxy {
 		p.runDrains(ctx)
 	}()
 	return p
+}
+
+// Observe turns on request metrics and, with accessLog set, one access log line per request. Call it
+// before serving.
+func (p *Proxy) Observe(m *metrics.Metrics, accessLog *slog.Logger) {
+	p.metrics, p.accessLog = m, accessLog
 }
 
 // Close stops the proxy's background work.
@@ -166,18 +176,46 @@ type portHandler struct {
 }
 
 func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := h.p
+	if p.metrics == nil && p.accessLog == nil {
+		h.serve(w, r, &exchange{})
+		return
+	}
+	var ex exchange
+	start := time.Now()
+	method, uri, host, client := r.Method, r.RequestURI, r.Host, r.RemoteAddr
+	var cw *countingWriter
+	if p.accessLog != nil {
+		cw = &countingWriter{ResponseWriter: w}
+		w = cw
+	}
+	defer func() {
+		p.metrics.Request(ex.listener, ex.rule, ex.pool, ex.server, ex.status, ex.upstream)
+		if cw != nil {
+			p.logAccess(r.Context(), &ex, method, uri, host, client, cw.bytes, time.Since(start))
+		}
+	}()
+	h.serve(w, r, &ex)
+}
+
+// serve routes and forwards one request, and notes in ex what it did.
+func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	st := h.p.state.Load()
 	t := st.table.Match(h.port, r.Host, r.URL.Path)
 	if t == nil {
+		ex.status = http.StatusNotFound
 		http.Error(w, "404 no routing rule matches this request", http.StatusNotFound)
 		return
 	}
 	bs := st.targets[t.Pair]
+	ex.listener, ex.rule, ex.pool = t.Listener, t.Rule, bs.pool
 	srv, fresh := bs.choose(r)
 	if srv == nil {
+		ex.status = http.StatusBadGateway
 		http.Error(w, "502 Bad Gateway: no healthy backend server is available in pool "+bs.pool, http.StatusBadGateway)
 		return
 	}
+	ex.server = srv.addr
 	if fresh && bs.affinity {
 		// A new or re-routed client: name the server in both cookies.
 		w.Header()["Set-Cookie"] = srv.setCookies
@@ -207,6 +245,8 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status int
 		err    error
 	)
+	upstreamStart := time.Now()
+	defer func() { ex.upstream = time.Since(upstreamStart) }()
 	if upgrade != "" {
 		status, err = up.Upgrade(ctx, w, r, upgrade, bs.timeout, stats.track)
 		if errors.Is(err, upstream.ErrUpgradeNotSupported) {
@@ -217,6 +257,7 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if upgrade == "" {
 		status, err = up.Forward(ctx, w, r, bs.timeout)
 	}
+	ex.status = status
 	if err == nil {
 		return
 	}
@@ -228,17 +269,21 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		panic(http.ErrAbortHandler)
 	}
+	ex.status = http.StatusBadGateway
 	switch {
 	case errors.Is(err, upstream.ErrTimeout):
+		ex.status = http.StatusGatewayTimeout
 		http.Error(w, "504 Gateway Timeout: backend server "+srv.addr+" did not answer in time", http.StatusGatewayTimeout)
 	case r.Context().Err() == nil && ctx.Err() != nil:
 		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" was drained", http.StatusBadGateway)
 	case errors.Is(err, upstream.ErrCanceled), errors.Is(err, context.Canceled):
-		// The client went away.
+		ex.status = 0 // the client went away
 	case errors.Is(err, upstream.ErrRequestBody):
+		ex.status = http.StatusBadRequest
 		http.Error(w, "400 Bad Request: the request body could not be read", http.StatusBadRequest)
 	case errors.Is(err, upstream.ErrInvalidRequest):
 		h.p.log.Warn("request not forwardable", "server", srv.addr, "err", err)
+		ex.status = http.StatusInternalServerError
 		http.Error(w, "500 Internal Server Error: the request cannot be forwarded", http.StatusInternalServerError)
 	default:
 		h.p.log.Debug("backend error", "server", srv.addr, "err", err)

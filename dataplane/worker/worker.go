@@ -17,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/agent"
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/dataplane/health"
+	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/probe"
 	"github.com/fleetgate/fleetgate/dataplane/proxy"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
@@ -30,7 +31,10 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Prober runs health probes (default probe.Run).
 	Prober health.Prober
-	Log    *slog.Logger
+	// Metrics, if set, are updated; AccessLog, if set, gets one line per request.
+	Metrics   *metrics.Metrics
+	AccessLog *slog.Logger
+	Log       *slog.Logger
 }
 
 // Worker serves one gateway's listeners.
@@ -85,6 +89,10 @@ func New(cfg Config) *Worker {
 		changed:   make(chan struct{}, 1),
 		stopFwd:   make(chan struct{}),
 		fwdDone:   make(chan struct{}),
+	}
+	w.proxy.Observe(cfg.Metrics, cfg.AccessLog)
+	if cfg.Metrics != nil {
+		w.health.Observe(cfg.Metrics.Probe)
 	}
 	go func() {
 		defer close(w.fwdDone)
@@ -159,6 +167,7 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 	for port, l := range opened {
 		w.serve(port, l)
 	}
+	w.cfg.Metrics.ConfigVersion(snap.GetVersion())
 	for _, l := range replaced {
 		w.closing.Add(1)
 		go func() {
@@ -176,7 +185,7 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 
 func (w *Worker) serve(port int32, l *listener) {
 	l.srv = newServer(w.proxy.Handler(port), l.mode, w.log)
-	l.srv.ConnContext, l.srv.ConnState = w.hooks.ConnContext, w.hooks.ConnState
+	l.srv.ConnContext, l.srv.ConnState = w.hooks.ConnContext, w.connState
 	if l.mode.https {
 		l.srv.TLSConfig = w.proxy.TLSConfig(port, l.mode.http2)
 	}
@@ -261,4 +270,15 @@ func newServer(h http.Handler, mode listenMode, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+}
+
+// connState counts client connections and closes dedicated backend connections with them.
+func (w *Worker) connState(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		w.cfg.Metrics.Connection(1)
+	case http.StateClosed, http.StateHijacked:
+		w.cfg.Metrics.Connection(-1)
+	}
+	w.hooks.ConnState(c, st)
 }

@@ -34,16 +34,27 @@ requestRoutingRules:
 // The walking skeleton: control plane on embedded etcd, two workers, two backends, gatewayctl.
 func TestFleetEndToEnd(t *testing.T) {
 	cpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
-	start(t, "controlplane", "controlplane", "--listen", cpAddr, "--data-dir", t.TempDir(),
+	cpMetrics := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
+	start(t, "controlplane", "controlplane", "--listen", cpAddr, "--data-dir", t.TempDir(), "--metrics-address", cpMetrics,
 		"--etcd-client-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")),
 		"--etcd-peer-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")))
 	bport := freePort(t, "127.0.0.10")
 	backend(t, fmt.Sprintf("127.0.0.10:%d", bport), "A")
 	backend(t, fmt.Sprintf("127.0.0.11:%d", bport), "B")
 	web, api := freePort(t, "127.0.0.2"), freePort(t, "127.0.0.2")
+	admins := map[string]string{}
 	for i, bind := range []string{"127.0.0.2", "127.0.0.3"} {
+		admins[bind] = fmt.Sprintf("%s:%d", bind, freePort(t, bind))
 		start(t, fmt.Sprintf("dp-%d", i+1), "dataplane", "--controlplane", cpAddr, "--gateway", "appgw1",
-			"--id", fmt.Sprintf("dp-%d", i+1), "--bind-address", bind, "--state-dir", t.TempDir())
+			"--id", fmt.Sprintf("dp-%d", i+1), "--bind-address", bind, "--state-dir", t.TempDir(),
+			"--admin-address", admins[bind], "--access-log")
+	}
+
+	for _, a := range admins {
+		eventually(t, 15*time.Second, func() bool { _, code := get("http://"+a+"/healthz", ""); return code == 200 }, "worker admin %s not live", a)
+		if body, code := get("http://"+a+"/readyz", ""); code != 503 {
+			t.Fatalf("/readyz before any config = %d %q, want 503", code, body)
+		}
 	}
 
 	// Bad input: every error reported, exit 1, nothing stored.
@@ -94,6 +105,20 @@ func TestFleetEndToEnd(t *testing.T) {
 	}, "dataplanes does not show both workers in sync")
 	out, _, _ = ctl(t, cpAddr, "dataplanes", "appgw1")
 	t.Logf("gatewayctl dataplanes:\n%s", out)
+	for _, a := range admins {
+		if body, code := get("http://"+a+"/readyz", ""); code != 200 {
+			t.Fatalf("/readyz after apply = %d %q", code, body)
+		}
+		body, _ := get("http://"+a+"/metrics", "")
+		if !strings.Contains(body, `fleetgate_requests_total{code="2xx",listener="web",pool="pool1",rule="r1"`) ||
+			!strings.Contains(body, "fleetgate_config_version") {
+			t.Fatalf("worker metrics lack request or version series:\n%s", tail(body, 30))
+		}
+	}
+	if body, _ := get("http://"+cpMetrics+"/metrics", ""); !strings.Contains(body, `fleetgate_controlplane_connected_dataplanes{gateway="appgw1"} 2`) ||
+		!strings.Contains(body, "grpc_server_handled_total") {
+		t.Fatalf("control-plane metrics:\n%s", tail(body, 30))
+	}
 	if !strings.Contains(out, "dp-1") || !strings.Contains(out, "dp-2") {
 		t.Fatalf("dataplanes output lacks a worker:\n%s", out)
 	}

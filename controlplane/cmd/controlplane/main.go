@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fleetgate/fleetgate/controlplane/server"
 )
@@ -35,6 +37,7 @@ func run() int {
 	etcdPeer := fs.String("etcd-peer-addr", "127.0.0.1:2380", "embedded etcd: peer listen address")
 	replica := fs.String("replica", "", "name of this replica in the fleet view (default: host name and pid)")
 	leaseTTL := fs.Int("lease-ttl", 10, "seconds before a dead replica's workers vanish from the fleet view")
+	metricsAddr := fs.String("metrics-address", "", "address serving Prometheus /metrics (empty: off)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -68,6 +71,19 @@ func run() int {
 	if err != nil {
 		log.Error("start", "err", err)
 		return exitError
+	}
+	if *metricsAddr != "" {
+		mlis, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			log.Error("metrics endpoint", "err", err)
+			srv.Stop()
+			return exitError
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = msrv.Serve(mlis) }()
+		defer msrv.Close()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,6 +19,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/fleetgate/fleetgate/agent"
+	"github.com/fleetgate/fleetgate/dataplane/admin"
+	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/worker"
 )
 
@@ -38,6 +42,8 @@ func run() int {
 	bind := fs.String("bind-address", "127.0.0.1", "IP address the listeners bind to")
 	stateDir := fs.String("state-dir", "", "directory keeping the last good config (empty: none kept)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long in-flight requests may take to finish on shutdown")
+	adminAddr := fs.String("admin-address", "", "address of the admin endpoint: /healthz, /readyz, /metrics (empty: off)")
+	accessLog := fs.Bool("access-log", false, "log one line per request (Azure's access log fields)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -61,7 +67,23 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	w := worker.New(worker.Config{BindAddress: *bind, ShutdownGrace: *grace, Log: log})
+	m := metrics.New()
+	cfg := worker.Config{BindAddress: *bind, ShutdownGrace: *grace, Metrics: m, Log: log}
+	if *accessLog {
+		cfg.AccessLog = log.With("log", "access")
+	}
+	w := worker.New(cfg)
+	if *adminAddr != "" {
+		lis, err := net.Listen("tcp", *adminAddr)
+		if err != nil {
+			log.Error("admin endpoint", "err", err)
+			return exitError
+		}
+		adminSrv := &http.Server{Handler: admin.Handler(w.Version, m.Registry), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = adminSrv.Serve(lis) }()
+		defer adminSrv.Close()
+		log.Info("admin endpoint", "address", lis.Addr().String())
+	}
 	conn, err := grpc.NewClient(*controlPlane,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
