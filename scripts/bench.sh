@@ -157,7 +157,8 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
 
 # start NAME CPU [ENV=V ...] -- CMD ARGS...: runs CMD pinned to CPU in the background, output to a log;
 # sets STARTED_PID (not echoed: a command substitution would run it in a subshell).
