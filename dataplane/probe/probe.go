@@ -10,12 +10,17 @@
 // Azure. The whole probe (DNS, connect, TLS, response header and body) is
 // bounded by Spec.Timeout.
 //
+// The layer-4 protocols stop early: a Tcp probe is healthy once the TCP
+// connection is established (it is closed at once), a Tls probe once the TLS
+// handshake completed and the certificate passed the same checks as an
+// Https probe's; neither sends anything at the application level.
+//
 // Classification follows the pipeline; the first stage that fails decides:
 //
 //  1. timeout: the probe deadline passed in any stage -> backend-server-timeout
 //  2. dns: the FQDN cannot be resolved -> dns-resolution-error
 //  3. tcp: no connection -> tcp-connect-error
-//  4. tls (Https): certificate checks in the order date -> chain (CA or
+//  4. tls (Https, Tls): certificate checks in the order date -> chain (CA or
 //     trusted root) -> name, see verifier; other handshake failures ->
 //     certificate-verification-failed
 //  5. http: status not in Match.Status -> http-status-code-mismatch
@@ -67,14 +72,14 @@ const (
 // Spec is one probe of one server. Build it once per server and
 // configuration; Run does not modify it.
 type Spec struct {
-	Protocol   string        // "Http" or "Https" (any case; anything else is Http)
+	Protocol   string        // "Http", "Https", "Tcp" or "Tls" (any case; anything else is Http)
 	Host       string        // server host: an IP address or an FQDN (resolved by Run; see Resolver)
-	Port       int           // 0: 80 for Http, 443 for Https
+	Port       int           // 0: 80 for Http, 443 for Https and Tls; Tcp needs one
 	HostHeader string        // Host header sent; default Host (with :Port unless the protocol's default)
 	Path       string        // request path, e.g. "/health"; default "/"
 	Timeout    time.Duration // whole probe: DNS+connect+TLS+response, never exceeded; <= 0: DefaultTimeout
 	Match      Match
-	// TLS (Https only)
+	// TLS (Https and Tls)
 	RootCAs     *x509.CertPool // nil: system roots
 	CustomRoots bool           // RootCAs holds configured trustedRootCertificates only (affects classification)
 	ServerName  string         // SNI and name to verify; default HostHeader (without a port), then Host
@@ -167,14 +172,20 @@ type prober struct {
 
 func (p *prober) run() {
 	s := &p.s
-	isTLS := strings.EqualFold(s.Protocol, "https")
+	// layer4: Tcp and Tls probes end after the connection (and handshake) is made.
+	var isTLS, layer4 bool
+	port, defPort := s.Port, 80
+	switch {
+	case strings.EqualFold(s.Protocol, "https"):
+		isTLS, defPort = true, 443
+	case strings.EqualFold(s.Protocol, "tls"):
+		isTLS, layer4, defPort = true, true, 443
+	case strings.EqualFold(s.Protocol, "tcp"):
+		layer4, defPort = true, 0 // no default port for plain TCP
+	}
 	host := s.Host
 	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
 		host = host[1 : len(host)-1]
-	}
-	port, defPort := s.Port, 80
-	if isTLS {
-		defPort = 443
 	}
 	if port == 0 {
 		port = defPort
@@ -252,6 +263,9 @@ func (p *prober) run() {
 		defer stop()
 	}
 	p.stage(StageTCP, addr, "")
+	if layer4 && !isTLS {
+		return // Tcp: connected is healthy
+	}
 
 	// TLS.
 	var rw net.Conn = conn
@@ -275,12 +289,16 @@ func (p *prober) run() {
 			name = host
 		}
 		v := verifier{roots: s.RootCAs, custom: s.CustomRoots, name: name, skipChain: s.SkipChainCheck, skipName: s.SkipNameCheck}
-		tc := tls.Client(conn, &tls.Config{
+		cfg := &tls.Config{
 			ServerName:         name, // not sent as SNI when it is an IP address
 			InsecureSkipVerify: true, // verifyConnection verifies, to classify exactly
 			VerifyConnection:   v.verifyConnection,
 			NextProtos:         http11,
-		})
+		}
+		if layer4 {
+			cfg.NextProtos = nil // Tls: whatever the backend speaks over TLS; no ALPN
+		}
+		tc := tls.Client(conn, cfg)
 		err := tc.Handshake()
 		switch {
 		case v.reason != "":
@@ -297,6 +315,9 @@ func (p *prober) run() {
 			return
 		}
 		p.stage(StageTLS, v.detail, "")
+		if layer4 {
+			return // Tls: handshake and certificate passed
+		}
 		rw = tc
 	}
 
