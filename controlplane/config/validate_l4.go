@@ -28,6 +28,7 @@ func (v *validator) layer4(gw *fgv1.Gateway, certs, pools, probes, roots map[str
 		host string
 	}
 	claimed := map[portHost]int{}
+	portProtocol := map[int32]int{}
 	for i, l := range gw.GetListeners() {
 		f := fmt.Sprintf("listeners[%d]", i)
 		if httpNames[l.GetName()] {
@@ -37,6 +38,12 @@ func (v *validator) layer4(gw *fgv1.Gateway, certs, pools, probes, roots map[str
 		v.port(f+".port", l.GetPort())
 		if j, ok := httpPorts[l.GetPort()]; ok {
 			v.add(f+".port", fmt.Sprintf("%d is already httpListeners[%d]'s: a port is either an HTTP or a layer-4 listener's", l.GetPort(), j))
+		}
+		if j, ok := portProtocol[l.GetPort()]; ok && gw.GetListeners()[j].GetProtocol() != l.GetProtocol() {
+			v.add(f+".protocol", fmt.Sprintf("%s, but listeners[%d] on port %d is %s: listeners sharing a port share a protocol",
+				l.GetProtocol(), j, l.GetPort(), gw.GetListeners()[j].GetProtocol()))
+		} else if !ok {
+			portProtocol[l.GetPort()] = i
 		}
 		switch {
 		case l.GetProtocol() == ProtocolTLS:

@@ -53,6 +53,7 @@ func TestLayer4Errors(t *testing.T) {
 		{"port shared with HTTP", "port: 5432}", "port: 8080}", "listeners[0].port", "a port is either an HTTP or a layer-4 listener's"},
 		{"protocol", "protocol: tcp", "protocol: udp", "listeners[0].protocol", `"udp" is not one of Tcp, Tls`},
 		{"Tls needs a certificate", "protocol: tcp, port: 5432}", "protocol: Tls, port: 5432}", "listeners[0].sslCertificate", "is required"},
+		{"Tcp and Tls on one port", "{name: db, protocol: tcp, port: 5432}", "{name: db, protocol: tcp, port: 443}", "listeners[1].protocol", "listeners sharing a port share a protocol"},
 		{"same SNI twice", "hostNames: [b.test]", "hostNames: [a.test]", "listeners[2]", "already served by listeners[1]"},
 		{"priority shared with an HTTP rule", "priority: 2,", "priority: 1,", "routingRules[0].priority", "already the priority of requestRoutingRules[0]"},
 		{"priority shared among layer-4 rules", "priority: 4,", "priority: 3,", "routingRules[2].priority", "already the priority of routingRules[1]"},

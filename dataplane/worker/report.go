@@ -13,7 +13,7 @@ var _ agent.HealthSource = (*Worker)(nil)
 // Report is the worker's view for the control plane: its probes' results and its drains.
 func (w *Worker) Report() *fgv1.HealthReport {
 	rep := w.health.Report()
-	rep.Drains = w.proxy.DrainReports()
+	rep.Drains = append(w.proxy.DrainReports(), w.l4.DrainReports()...)
 	return rep
 }
 
@@ -36,6 +36,7 @@ func (w *Worker) forwardChanges(stop <-chan struct{}) {
 			return
 		case <-w.health.Changed():
 		case <-w.proxy.DrainChanged():
+		case <-w.l4.DrainChanged():
 		}
 		select {
 		case w.changed <- struct{}{}:

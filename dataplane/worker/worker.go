@@ -17,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/agent"
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/dataplane/health"
+	"github.com/fleetgate/fleetgate/dataplane/l4"
 	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/probe"
 	"github.com/fleetgate/fleetgate/dataplane/proxy"
@@ -42,6 +43,7 @@ type Worker struct {
 	cfg    Config
 	log    *slog.Logger
 	proxy  *proxy.Proxy
+	l4     *l4.Proxy
 	health *health.Manager
 	hooks  proxy.ConnHooks
 
@@ -65,6 +67,7 @@ type listener struct {
 // listenMode is what a port's server speaks; a change needs a new server on the port.
 type listenMode struct {
 	https, http2 bool
+	l4           bool // a layer-4 (Tcp/Tls) listener, served by the l4 proxy
 }
 
 var _ agent.Applier = (*Worker)(nil)
@@ -84,6 +87,7 @@ func New(cfg Config) *Worker {
 		cfg:       cfg,
 		log:       cfg.Log,
 		proxy:     proxy.New(cfg.Log),
+		l4:        l4.New(cfg.Log),
 		health:    health.NewManager(cfg.Prober, cfg.Log),
 		listeners: map[int32]*listener{},
 		changed:   make(chan struct{}, 1),
@@ -115,6 +119,7 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 	defer w.mu.Unlock()
 	if snap.GetDeleted() {
 		w.proxy.Clear(snap.GetVersion())
+		_ = w.l4.Apply(snap.GetVersion(), &fgv1.Gateway{}, nil, nil)
 		w.health.Update(snap.GetVersion(), nil)
 		w.closeAllExcept(nil)
 		return nil
@@ -132,6 +137,9 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 	want := map[int32]listenMode{}
 	for _, l := range gw.GetHttpListeners() {
 		want[l.GetPort()] = listenMode{https: l.GetProtocol() == config.ProtocolHTTPS, http2: gw.GetEnableHttp2()}
+	}
+	for _, l := range gw.GetListeners() {
+		want[l.GetPort()] = listenMode{l4: true}
 	}
 	// Ports whose mode changes get a new server: the old socket is closed first (its connections
 	// finish in the background), so there is a moment when the port refuses connections.
@@ -158,6 +166,12 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 		opened[port] = &listener{ln: ln, mode: mode}
 	}
 	w.health.Update(snap.GetVersion(), targets)
+	if err := w.l4.Apply(snap.GetVersion(), gw, w.health.Tracker, snap.GetDrains()); err != nil {
+		for _, o := range opened {
+			o.ln.Close()
+		}
+		return err
+	}
 	if _, err := w.proxy.Apply(snap.GetVersion(), gw, w.health.Tracker, snap.GetAffinityKey(), snap.GetDrains()); err != nil {
 		for _, o := range opened {
 			o.ln.Close()
@@ -184,6 +198,18 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 }
 
 func (w *Worker) serve(port int32, l *listener) {
+	w.listeners[port] = l
+	if l.mode.l4 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			if err := w.l4.Serve(l.ln, port); err != nil && !errors.Is(err, net.ErrClosed) {
+				w.log.Error("layer-4 listener stopped", "port", port, "err", err)
+			}
+		}()
+		w.log.Info("layer-4 listener open", "address", l.ln.Addr().String())
+		return
+	}
 	l.srv = newServer(w.proxy.Handler(port), l.mode, w.log)
 	l.srv.ConnContext, l.srv.ConnState = w.hooks.ConnContext, w.connState
 	if l.mode.https {
@@ -222,7 +248,14 @@ func (w *Worker) closeAllExcept(keep map[int32]bool) {
 	}
 }
 
+// shutdown stops a listener: an HTTP server finishes its requests (up to the grace period); a
+// layer-4 listener stops accepting, its connections live on in the l4 proxy.
 func (w *Worker) shutdown(l *listener) {
+	if l.srv == nil {
+		l.ln.Close()
+		l.wg.Wait()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownGrace)
 	defer cancel()
 	if err := l.srv.Shutdown(ctx); err != nil {
@@ -239,15 +272,24 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	w.mu.Unlock()
 	var errs []error
 	for _, l := range ls {
+		if l.srv == nil {
+			l.ln.Close()
+			l.wg.Wait()
+			continue
+		}
 		if err := l.srv.Shutdown(ctx); err != nil {
 			l.srv.Close()
 			errs = append(errs, err)
 		}
 		l.wg.Wait()
 	}
+	if err := w.l4.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	w.closing.Wait()
 	w.health.Close()
 	w.proxy.Close()
+	w.l4.Close()
 	w.stopOnce.Do(func() { close(w.stopFwd) })
 	<-w.fwdDone
 	return errors.Join(errs...)
