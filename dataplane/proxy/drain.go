@@ -229,6 +229,22 @@ func (p *Proxy) updateDrains(old, next *state, admin []*fgv1.AdminDrain, now tim
 			}
 		}
 	}
+	// Operator's drains that no longer apply (lifted, or the server left its pool): a finished one is
+	// forgotten; one still running goes on as a removal drain, to its deadline.
+	for id, d := range p.drains {
+		if !d.admin {
+			continue
+		}
+		s := present[id]
+		if s != nil && wanted[poolHost{id.pool, s.host}] != nil {
+			continue
+		}
+		if s != nil || d.done {
+			delete(p.drains, id)
+			continue
+		}
+		d.admin = false
+	}
 	if old == nil {
 		return
 	}
