@@ -42,7 +42,7 @@ make --no-print-directory build
 go build -o "$WORK/backend" ./scripts/demo/backend
 
 say "Starting the control plane on $CP (embedded etcd on $ETCD_CLIENT)"
-bin/controlplane --listen "$CP" --data-dir "$WORK/controlplane" \
+bin/controlplane --listen "$CP" --data-dir "$WORK/controlplane" --metrics-address 127.0.0.1:9090 \
   --etcd-client-addr "$ETCD_CLIENT" --etcd-peer-addr "$ETCD_PEER" >"$WORK/controlplane.log" 2>&1 &
 PIDS+=($!)
 wait_for "control plane" bin/gatewayctl --server "$CP" list
@@ -57,7 +57,7 @@ PIDS+=($BETA)
 say "Starting two data-plane workers: dp-1 on 127.0.0.2, dp-2 on 127.0.0.3"
 for i in 1 2; do
   bin/dataplane --controlplane "$CP" --gateway appgw1 --id "dp-$i" --bind-address "127.0.0.$((i + 1))" \
-    --state-dir "$WORK/dp-$i" >"$WORK/dp-$i.log" 2>&1 &
+    --state-dir "$WORK/dp-$i" --admin-address "127.0.0.$((i + 1)):9901" >"$WORK/dp-$i.log" 2>&1 &
   PIDS+=($!)
 done
 
@@ -77,6 +77,12 @@ echo "\$ curl -H 'Host: api.example.com' http://127.0.0.2:8081/images/cat.png"
 curl -sS -H 'Host: api.example.com' http://127.0.0.2:8081/images/cat.png
 echo "\$ curl -H 'Host: other.example.com' http://127.0.0.2:8081/   (no listener for that host)"
 curl -sS -H 'Host: other.example.com' http://127.0.0.2:8081/
+
+say "Workers are ready once they serve a config (admin endpoint: /healthz, /readyz, /metrics)"
+echo "\$ curl http://127.0.0.2:9901/readyz"
+curl -sS http://127.0.0.2:9901/readyz
+echo "\$ curl -s http://127.0.0.2:9901/metrics | grep '^fleetgate_requests_total'"
+curl -s http://127.0.0.2:9901/metrics | grep '^fleetgate_requests_total' || true
 
 say "The fleet"
 ctl list
@@ -110,9 +116,13 @@ if [[ "${DEMO_KEEP:-}" == 1 || -t 0 ]]; then
   curl http://127.0.0.2:8080/        # worker dp-1
   curl http://127.0.0.3:8080/        # worker dp-2
   Scale out: bin/dataplane --controlplane $CP --gateway appgw1 --id dp-3 --bind-address 127.0.0.4 &
+  Drain a server: bin/gatewayctl --server $CP drain --gateway appgw1 --pool pool1 --address 127.0.0.10
+  Metrics: curl http://127.0.0.2:9901/metrics ; curl http://127.0.0.1:9090/metrics
   Logs: $WORK/*.log
 Ctrl-C stops everything.
 EOT
   while true; do sleep 3600; done
 fi
 say "Demo done; stopping the fleet"
+echo "(To keep it running, run 'make demo' in a terminal or with DEMO_KEEP=1. Scale out with another"
+echo " worker on another loopback address: bin/dataplane --controlplane $CP --gateway appgw1 --id dp-3 --bind-address 127.0.0.4)"

@@ -7,6 +7,7 @@ package metrics
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,9 +68,10 @@ type routeKey struct {
 	listener, rule, pool, server string
 }
 
-// route is the resolved children of one (listener, rule, pool, server).
+// route is the resolved children of one (listener, rule, pool, server). A status class's series is
+// made on its first request, so that scrapes show no zero series for classes never seen.
 type route struct {
-	codes   [6]prometheus.Counter // index: status/100 (0: no response)
+	codes   [6]atomic.Pointer[prometheus.Counter] // index: status/100 (0: no response)
 	latency prometheus.Observer
 }
 
@@ -81,19 +83,26 @@ func (m *Metrics) Request(listener, rule, pool, server string, code int, upstrea
 	k := routeKey{listener, rule, pool, server}
 	v, ok := m.routes.Load(k)
 	if !ok {
-		r := &route{latency: m.upstreamLatency.WithLabelValues(pool, server)}
-		for i := range r.codes {
-			class := strconv.Itoa(i) + "xx"
-			if i == 0 {
-				class = "none"
-			}
-			r.codes[i] = m.requests.WithLabelValues(listener, rule, pool, server, class)
+		r := &route{}
+		if server != "" {
+			r.latency = m.upstreamLatency.WithLabelValues(pool, server)
 		}
 		v, _ = m.routes.LoadOrStore(k, r)
 	}
 	r := v.(*route)
-	r.codes[min(max(code/100, 0), 5)].Inc()
-	if upstream > 0 {
+	class := min(max(code/100, 0), 5)
+	c := r.codes[class].Load()
+	if c == nil {
+		name := strconv.Itoa(class) + "xx"
+		if class == 0 {
+			name = "none"
+		}
+		counter := m.requests.WithLabelValues(listener, rule, pool, server, name)
+		r.codes[class].Store(&counter)
+		c = &counter
+	}
+	(*c).Inc()
+	if upstream > 0 && r.latency != nil {
 		r.latency.Observe(upstream.Seconds())
 	}
 }
