@@ -1,9 +1,14 @@
 package server
 
 import (
+	"context"
+	"path"
+	"time"
+
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
 )
 
 // metrics of a control-plane replica.
@@ -16,6 +21,15 @@ type metrics struct {
 	answers   *prometheus.CounterVec // ACKs and NACKs, by gateway and kind
 	pushToAck prometheus.Histogram   // snapshot sent -> its ACK
 	views     prometheus.GaugeFunc   // worker health views held (aggregation size)
+	etcd      *prometheus.HistogramVec
+}
+
+// etcdInterceptor times every unary etcd request by method.
+func (m *metrics) etcdInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	start := time.Now()
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	m.etcd.WithLabelValues(path.Base(method)).Observe(time.Since(start).Seconds())
+	return err
 }
 
 func newMetrics(views func() float64) *metrics {
@@ -44,8 +58,13 @@ func newMetrics(views func() float64) *metrics {
 			Name: "fleetgate_controlplane_health_views",
 			Help: "Workers' health views this replica aggregates.",
 		}, views),
+		etcd: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fleetgate_controlplane_etcd_request_seconds",
+			Help:    "etcd request latency by method (Range, Txn, Put, ...).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"method"}),
 	}
-	m.registry.MustRegister(m.grpc, m.connected, m.pushes, m.answers, m.pushToAck, m.views,
+	m.registry.MustRegister(m.grpc, m.connected, m.pushes, m.answers, m.pushToAck, m.views, m.etcd,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

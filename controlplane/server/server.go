@@ -98,10 +98,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		endpoints = []string{e.Endpoint()}
 		s.log.Info("embedded etcd serving", "endpoint", e.Endpoint(), "dir", filepath.Join(cfg.DataDir, "etcd"))
 	}
+	s.health = fleet.NewHealthCache(s.log)
+	s.metrics = newMetrics(s.health.Count)
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(s.metrics.etcdInterceptor)},
 	})
 	if err != nil {
 		s.closeEtcd()
@@ -120,7 +123,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.fleet = reg
 	s.cache = snapshot.New(s.log)
-	s.health = fleet.NewHealthCache(s.log)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -131,7 +133,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		_ = s.health.Run(runCtx, cli)
 	}()
 
-	s.metrics = newMetrics(s.health.Count)
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
 			s.metrics.grpc.UnaryServerInterceptor(),

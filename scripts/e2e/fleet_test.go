@@ -116,7 +116,7 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 	}
 	if body, _ := get("http://"+cpMetrics+"/metrics", ""); !strings.Contains(body, `fleetgate_controlplane_connected_dataplanes{gateway="appgw1"} 2`) ||
-		!strings.Contains(body, "grpc_server_handled_total") {
+		!strings.Contains(body, "grpc_server_handled_total") || !strings.Contains(body, `fleetgate_controlplane_etcd_request_seconds_count{method="Txn"}`) {
 		t.Fatalf("control-plane metrics:\n%s", tail(body, 30))
 	}
 	if !strings.Contains(out, "dp-1") || !strings.Contains(out, "dp-2") {
