@@ -30,7 +30,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		"fleetgate_probe_duration_seconds_bucket": true, "fleetgate_config_version": true,
 		"fleetgate_controlplane_connected_dataplanes": true, "fleetgate_controlplane_push_to_ack_seconds_bucket": true,
 		"fleetgate_controlplane_snapshot_answers_total": true, "fleetgate_controlplane_health_views": true,
-		"grpc_server_handling_seconds_bucket": true, "process_resident_memory_bytes": true,
+		"grpc_server_handling_seconds_bucket": true, "fleetgate_controlplane_etcd_request_seconds_bucket": true, "process_resident_memory_bytes": true,
 	}
 	metric := regexp.MustCompile(`\b(fleetgate_[a-z_]+|grpc_server_[a-z_]+|process_[a-z_]+)\b`)
 	if len(dash.Panels) == 0 {
