@@ -26,7 +26,7 @@ import (
 
 // gateway builds a one-listener Basic gateway in front of the given backend addresses (host:port,
 // all on the same port, as the settings' port is shared).
-func gateway(t *testing.T, timeout int, backends ...string) string {
+func gateway(t testing.TB, timeout int, backends ...string) string {
 	t.Helper()
 	port := ""
 	var addrs []string
