@@ -31,7 +31,8 @@ type Snapshot struct {
 
 // Cache follows the gateways stored in etcd.
 type Cache struct {
-	log *slog.Logger
+	log   *slog.Logger
+	store *store.Store // decodes values; set by Use
 
 	mu     sync.Mutex
 	snaps  map[string]*Snapshot
@@ -49,6 +50,10 @@ func New(log *slog.Logger) *Cache {
 		ready: make(chan struct{}),
 	}
 }
+
+// Use sets the store that reads and decodes gateways (for its keyring). Call it before Run;
+// without it the cache reads with a store that has no keyring.
+func (c *Cache) Use(st *store.Store) { c.store = st }
 
 // Ready is closed once the first full list of gateways was read.
 func (c *Cache) Ready() <-chan struct{} { return c.ready }
@@ -116,7 +121,10 @@ func (c *Cache) Run(ctx context.Context, cli *clientv3.Client) error {
 
 // follow lists every gateway, then applies watch events from the list's revision on.
 func (c *Cache) follow(ctx context.Context, cli *clientv3.Client) error {
-	listed, rev, err := store.New(cli).List(ctx)
+	if c.store == nil {
+		c.store = store.New(cli)
+	}
+	listed, rev, err := c.store.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -156,7 +164,7 @@ func (c *Cache) follow(ctx context.Context, cli *clientv3.Client) error {
 				c.publish(name, &Snapshot{Version: ev.Kv.ModRevision, Deleted: true})
 				continue
 			}
-			st, err := store.Decode(ev.Kv.Value)
+			st, err := c.store.Decode(ev.Kv.Value)
 			if err != nil {
 				c.log.Error("skipping undecodable gateway", "key", string(ev.Kv.Key), "err", err)
 				continue

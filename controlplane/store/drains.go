@@ -47,7 +47,7 @@ func (s *Store) SetDrain(ctx context.Context, gateway string, d *fgv1.AdminDrain
 		if len(cur.Kvs) == 0 {
 			return 0, fmt.Errorf("drain in gateway %q: %w", gateway, ErrNotFound)
 		}
-		st, err := decodeStored(cur.Kvs[0].Value)
+		st, err := s.decodeStored(cur.Kvs[0].Value)
 		if err != nil {
 			return 0, err
 		}
@@ -70,7 +70,7 @@ func (s *Store) SetDrain(ctx context.Context, gateway string, d *fgv1.AdminDrain
 			drains = append(drains, d)
 		}
 		st.Drains = drains
-		val, err := marshal.Marshal(st)
+		val, err := s.encodeStored(st)
 		if err != nil {
 			return 0, err
 		}

@@ -4,7 +4,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fleetgate/fleetgate/controlplane/config"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
@@ -32,11 +32,24 @@ func GatewayKey(name string) string { return GatewayPrefix + name }
 
 // Store reads and writes gateways.
 type Store struct {
-	kv clientv3.KV
+	kv   clientv3.KV
+	keys *Keyring // nil: certificates' private keys are stored in the clear
 }
 
+// Option configures a Store.
+type Option func(*Store)
+
+// WithKeyring seals the listeners' private keys at rest with keys.
+func WithKeyring(keys *Keyring) Option { return func(s *Store) { s.keys = keys } }
+
 // New returns a Store over an etcd client.
-func New(kv clientv3.KV) *Store { return &Store{kv: kv} }
+func New(kv clientv3.KV, opts ...Option) *Store {
+	s := &Store{kv: kv}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
 
 var marshal = proto.MarshalOptions{Deterministic: true}
 
@@ -61,9 +74,11 @@ func (s *Store) Apply(ctx context.Context, gw *fgv1.Gateway, expected *int64) (r
 	}
 	var curRev int64
 	stored := &fgv1.StoredGateway{Gateway: gw}
+	var old *fgv1.StoredGateway
 	if len(cur.Kvs) == 1 {
 		curRev = cur.Kvs[0].ModRevision
-		if old, err := decodeStored(cur.Kvs[0].Value); err == nil {
+		if o, err := s.decodeStored(cur.Kvs[0].Value); err == nil {
+			old = o
 			stored.AffinityKey = old.GetAffinityKey()
 			stored.Drains = keptDrains(gw, old.GetDrains())
 		}
@@ -77,12 +92,12 @@ func (s *Store) Apply(ctx context.Context, gw *fgv1.Gateway, expected *int64) (r
 			return 0, false, fmt.Errorf("apply gateway %q: affinity key: %w", gw.GetName(), err)
 		}
 	}
-	val, err := marshal.Marshal(stored)
+	if old != nil && proto.Equal(old, stored) {
+		return curRev, false, nil // identical: nothing is written
+	}
+	val, err := s.encodeStored(stored)
 	if err != nil {
 		return 0, false, fmt.Errorf("apply gateway %q: encode: %w", gw.GetName(), err)
-	}
-	if len(cur.Kvs) == 1 && bytes.Equal(cur.Kvs[0].Value, val) {
-		return curRev, false, nil
 	}
 	// Compare against what was read, so that a concurrent apply between the read and the write is
 	// detected rather than overwritten when the caller asked for a revision.
@@ -113,7 +128,7 @@ func (s *Store) Get(ctx context.Context, name string) (Stored, error) {
 	if len(resp.Kvs) == 0 {
 		return Stored{}, fmt.Errorf("get gateway %q: %w", name, ErrNotFound)
 	}
-	st, err := decodeStored(resp.Kvs[0].Value)
+	st, err := s.decodeStored(resp.Kvs[0].Value)
 	if err != nil {
 		return Stored{}, fmt.Errorf("get gateway %q: %w", name, err)
 	}
@@ -128,7 +143,7 @@ func (s *Store) List(ctx context.Context) ([]Stored, int64, error) {
 	}
 	out := make([]Stored, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		st, err := decodeStored(kv.Value)
+		st, err := s.decodeStored(kv.Value)
 		if err != nil {
 			return nil, 0, fmt.Errorf("list gateways: %s: %w", kv.Key, err)
 		}
@@ -161,16 +176,17 @@ func (s *Store) Delete(ctx context.Context, name string, expected *int64) (int64
 // NameFromKey returns the gateway name of a gateway key.
 func NameFromKey(key []byte) string { return strings.TrimPrefix(string(key), GatewayPrefix) }
 
-// Decode decodes a stored gateway value.
-func Decode(val []byte) (Stored, error) {
-	st, err := decodeStored(val)
+// Decode decodes a stored gateway value, opening its sealed secrets.
+func (s *Store) Decode(val []byte) (Stored, error) {
+	st, err := s.decodeStored(val)
 	if err != nil {
 		return Stored{}, err
 	}
 	return Stored{Gateway: st.GetGateway(), AffinityKey: st.GetAffinityKey(), Drains: st.GetDrains()}, nil
 }
 
-func decodeStored(val []byte) (*fgv1.StoredGateway, error) {
+// decodeStored decodes a stored value and opens its secrets.
+func (s *Store) decodeStored(val []byte) (*fgv1.StoredGateway, error) {
 	st := &fgv1.StoredGateway{}
 	if err := proto.Unmarshal(val, st); err != nil {
 		return nil, fmt.Errorf("decode stored gateway: %w", err)
@@ -178,7 +194,26 @@ func decodeStored(val []byte) (*fgv1.StoredGateway, error) {
 	if st.GetGateway() == nil {
 		return nil, fmt.Errorf("decode stored gateway: no gateway")
 	}
+	if len(st.GetSecrets()) > 0 {
+		if s.keys == nil {
+			return nil, fmt.Errorf("decode stored gateway %q: its certificates are sealed and no encryption key is configured: %w", st.GetGateway().GetName(), ErrNoKey)
+		}
+		if err := s.keys.open(st); err != nil {
+			return nil, fmt.Errorf("decode stored gateway %q: %w", st.GetGateway().GetName(), err)
+		}
+	}
 	return st, nil
+}
+
+// encodeStored seals a copy's secrets (when a keyring is set) and marshals it.
+func (s *Store) encodeStored(st *fgv1.StoredGateway) ([]byte, error) {
+	if s.keys != nil && len(st.GetGateway().GetSslCertificates()) > 0 {
+		st = proto.Clone(st).(*fgv1.StoredGateway)
+		if err := s.keys.seal(st, config.PublicPEM); err != nil {
+			return nil, err
+		}
+	}
+	return marshal.Marshal(st)
 }
 
 // wrapEtcd turns etcd's transport errors into ErrUnavailable, letting cancellation pass through.

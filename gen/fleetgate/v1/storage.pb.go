@@ -30,7 +30,10 @@ type StoredGateway struct {
 	// Key of the affinity cookie hash (32 random bytes), made on the first apply and kept after.
 	AffinityKey []byte `protobuf:"bytes,2,opt,name=affinity_key,json=affinityKey,proto3" json:"affinity_key,omitempty"`
 	// Servers an operator is draining (gatewayctl drain), kept by applies while the server exists.
-	Drains        []*AdminDrain `protobuf:"bytes,3,rep,name=drains,proto3" json:"drains,omitempty"`
+	Drains []*AdminDrain `protobuf:"bytes,3,rep,name=drains,proto3" json:"drains,omitempty"`
+	// The ssl_certificates' data (chain and private key), encrypted; the stored gateway keeps only
+	// their public chains.
+	Secrets       []*SealedSecret `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,15 +89,103 @@ func (x *StoredGateway) GetDrains() []*AdminDrain {
 	return nil
 }
 
+func (x *StoredGateway) GetSecrets() []*SealedSecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+// SealedSecret is a value encrypted with AES-256-GCM under a named key, bound to where it belongs.
+type SealedSecret struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ssl_certificates entry it belongs to.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Id of the key that sealed it (keys rotate: old ones stay to open old values).
+	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// GCM nonce.
+	Nonce []byte `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// Ciphertext with its tag. The additional data is "<gateway>/<name>".
+	Ciphertext    []byte `protobuf:"bytes,4,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealedSecret) Reset() {
+	*x = SealedSecret{}
+	mi := &file_fleetgate_v1_storage_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealedSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealedSecret) ProtoMessage() {}
+
+func (x *SealedSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_storage_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealedSecret.ProtoReflect.Descriptor instead.
+func (*SealedSecret) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_storage_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SealedSecret) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SealedSecret) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SealedSecret) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *SealedSecret) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
 var File_fleetgate_v1_storage_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_storage_proto_rawDesc = "" +
 	"\n" +
-	"\x1afleetgate/v1/storage.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\x1a\x19fleetgate/v1/health.proto\"\x95\x01\n" +
+	"\x1afleetgate/v1/storage.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\x1a\x19fleetgate/v1/health.proto\"\xcb\x01\n" +
 	"\rStoredGateway\x12/\n" +
 	"\agateway\x18\x01 \x01(\v2\x15.fleetgate.v1.GatewayR\agateway\x12!\n" +
 	"\faffinity_key\x18\x02 \x01(\fR\vaffinityKey\x120\n" +
-	"\x06drains\x18\x03 \x03(\v2\x18.fleetgate.v1.AdminDrainR\x06drainsB\xae\x01\n" +
+	"\x06drains\x18\x03 \x03(\v2\x18.fleetgate.v1.AdminDrainR\x06drains\x124\n" +
+	"\asecrets\x18\x04 \x03(\v2\x1a.fleetgate.v1.SealedSecretR\asecrets\"o\n" +
+	"\fSealedSecret\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x14\n" +
+	"\x05nonce\x18\x03 \x01(\fR\x05nonce\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x04 \x01(\fR\n" +
+	"ciphertextB\xae\x01\n" +
 	"\x10com.fleetgate.v1B\fStorageProtoP\x01Z;github.com/fleetgate/fleetgate/gen/fleetgate/v1;fleetgatev1\xa2\x02\x03FXX\xaa\x02\fFleetgate.V1\xca\x02\fFleetgate\\V1\xe2\x02\x18Fleetgate\\V1\\GPBMetadata\xea\x02\rFleetgate::V1b\x06proto3"
 
 var (
@@ -109,20 +200,22 @@ func file_fleetgate_v1_storage_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_storage_proto_rawDescData
 }
 
-var file_fleetgate_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_fleetgate_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_fleetgate_v1_storage_proto_goTypes = []any{
 	(*StoredGateway)(nil), // 0: fleetgate.v1.StoredGateway
-	(*Gateway)(nil),       // 1: fleetgate.v1.Gateway
-	(*AdminDrain)(nil),    // 2: fleetgate.v1.AdminDrain
+	(*SealedSecret)(nil),  // 1: fleetgate.v1.SealedSecret
+	(*Gateway)(nil),       // 2: fleetgate.v1.Gateway
+	(*AdminDrain)(nil),    // 3: fleetgate.v1.AdminDrain
 }
 var file_fleetgate_v1_storage_proto_depIdxs = []int32{
-	1, // 0: fleetgate.v1.StoredGateway.gateway:type_name -> fleetgate.v1.Gateway
-	2, // 1: fleetgate.v1.StoredGateway.drains:type_name -> fleetgate.v1.AdminDrain
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2, // 0: fleetgate.v1.StoredGateway.gateway:type_name -> fleetgate.v1.Gateway
+	3, // 1: fleetgate.v1.StoredGateway.drains:type_name -> fleetgate.v1.AdminDrain
+	1, // 2: fleetgate.v1.StoredGateway.secrets:type_name -> fleetgate.v1.SealedSecret
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_storage_proto_init() }
@@ -138,7 +231,7 @@ func file_fleetgate_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_storage_proto_rawDesc), len(file_fleetgate_v1_storage_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
