@@ -120,7 +120,8 @@ func drainStatus(t *testing.T, cp string) map[string]*fgv1.DrainingServer {
 // gatewayctl runs the real CLI in-process.
 func gatewayctl(cp string, args ...string) (int, string) {
 	var out bytes.Buffer
-	code := ctl.Run(context.Background(), append([]string{"--server", cp, "--gateway", "appgw1", "--timeout", "60s"}, args...),
+	args = append(append([]string{"--server", cp, "--gateway", "appgw1", "--timeout", "60s"}, cptest.GatewayctlFlags(cp)...), args...)
+	code := ctl.Run(context.Background(), args,
 		ctl.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out})
 	return code, out.String()
 }

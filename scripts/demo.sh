@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: the real thing on one machine. A control plane on embedded etcd, two sample backends,
 # two data-plane workers on their own loopback addresses, a sample gateway applied with gatewayctl,
-# traffic through both workers, then the fleet and backend health as gatewayctl shows them.
+# traffic through both workers, then the fleet and backend health as gatewayctl shows them. Every gRPC
+# connection is TLS: the control plane makes its PKI in its data dir on first start, and the workers
+# and gatewayctl use its certificates (--pki-dir, $GATEWAYCTL_PKI_DIR).
 #
 # Interactive terminal: the fleet keeps running until Ctrl-C. Otherwise (CI, pipes) it stops at the end;
 # DEMO_KEEP=1 keeps it running either way.
@@ -12,6 +14,8 @@ CP=${DEMO_CONTROLPLANE:-127.0.0.1:7070}
 ETCD_CLIENT=${DEMO_ETCD_CLIENT:-127.0.0.1:2379}
 ETCD_PEER=${DEMO_ETCD_PEER:-127.0.0.1:2380}
 WORK=$(mktemp -d -t fleetgate-demo-XXXXXX)
+PKI=$WORK/controlplane/pki   # made by the control plane on first start
+export GATEWAYCTL_PKI_DIR=$PKI
 PIDS=()
 
 cleanup() {
@@ -41,7 +45,7 @@ say "Building"
 make --no-print-directory build
 go build -o "$WORK/backend" ./scripts/demo/backend
 
-say "Starting the control plane on $CP (embedded etcd on $ETCD_CLIENT)"
+say "Starting the control plane on $CP (embedded etcd on $ETCD_CLIENT, TLS from its PKI in $PKI)"
 bin/controlplane --listen "$CP" --data-dir "$WORK/controlplane" --metrics-address 127.0.0.1:9090 \
   --etcd-client-addr "$ETCD_CLIENT" --etcd-peer-addr "$ETCD_PEER" >"$WORK/controlplane.log" 2>&1 &
 PIDS+=($!)
@@ -57,7 +61,7 @@ PIDS+=($BETA)
 say "Starting two data-plane workers: dp-1 on 127.0.0.2, dp-2 on 127.0.0.3"
 for i in 1 2; do
   bin/dataplane --controlplane "$CP" --gateway appgw1 --id "dp-$i" --bind-address "127.0.0.$((i + 1))" \
-    --state-dir "$WORK/dp-$i" --admin-address "127.0.0.$((i + 1)):9901" >"$WORK/dp-$i.log" 2>&1 &
+    --state-dir "$WORK/dp-$i" --admin-address "127.0.0.$((i + 1)):9901" --pki-dir "$PKI" >"$WORK/dp-$i.log" 2>&1 &
   PIDS+=($!)
 done
 
@@ -110,12 +114,13 @@ ctl backend-health history 127.0.0.11:9001 --gateway appgw1
 if [[ "${DEMO_KEEP:-}" == 1 || -t 0 ]]; then
   say "The fleet is running. Try, in another terminal:"
   cat <<EOT
+  export GATEWAYCTL_PKI_DIR=$PKI     # gatewayctl's admin certificate (or --pki-dir)
   bin/gatewayctl --server $CP get appgw1 -o yaml
   bin/gatewayctl --server $CP dataplanes appgw1
   bin/gatewayctl --server $CP backend-health appgw1
   curl http://127.0.0.2:8080/        # worker dp-1
   curl http://127.0.0.3:8080/        # worker dp-2
-  Scale out: bin/dataplane --controlplane $CP --gateway appgw1 --id dp-3 --bind-address 127.0.0.4 &
+  Scale out: bin/dataplane --controlplane $CP --gateway appgw1 --id dp-3 --bind-address 127.0.0.4 --pki-dir $PKI &
   Drain a server: bin/gatewayctl --server $CP drain --gateway appgw1 --pool pool1 --address 127.0.0.10
   Metrics: curl http://127.0.0.2:9901/metrics ; curl http://127.0.0.1:9090/metrics
   Logs: $WORK/*.log
@@ -125,4 +130,4 @@ EOT
 fi
 say "Demo done; stopping the fleet"
 echo "(To keep it running, run 'make demo' in a terminal or with DEMO_KEEP=1. Scale out with another"
-echo " worker on another loopback address: bin/dataplane --controlplane $CP --gateway appgw1 --id dp-3 --bind-address 127.0.0.4)"
+echo " worker on another loopback address: bin/dataplane --controlplane $CP --gateway appgw1 --id dp-3 --bind-address 127.0.0.4 --pki-dir DATA-DIR/pki)"

@@ -35,6 +35,10 @@ const (
 	EnvServer = "GATEWAYCTL_SERVER"
 	// DefaultServer is the control plane's address when neither --server nor GATEWAYCTL_SERVER is set.
 	DefaultServer = "127.0.0.1:7070"
+	// EnvToken names the environment variable that sets the default of --token.
+	EnvToken = "GATEWAYCTL_TOKEN"
+	// EnvPKIDir names the environment variable that sets the default of --pki-dir.
+	EnvPKIDir = "GATEWAYCTL_PKI_DIR"
 	// DefaultTimeout bounds each call to the control plane.
 	DefaultTimeout = 10 * time.Second
 )
@@ -52,6 +56,10 @@ type globalFlags struct {
 	server  string
 	gateway string
 	timeout time.Duration
+	// Transport security and credentials (see dial).
+	pkiDir, caFile, certFile, keyFile, serverName string
+	token                                         string
+	insecure                                      bool
 }
 
 // app is the state one run's commands share.
@@ -113,18 +121,34 @@ shows and deletes them, and reports the data-plane workers and the health of bac
 
 The control plane's address comes from --server, else $` + EnvServer + `, else ` + DefaultServer + `.
 
+Connections are TLS. gatewayctl authenticates with a client certificate (--pki-dir DIR uses
+DIR/ca.crt and DIR/admin.crt/.key, e.g. the control plane's DATA-DIR/pki; or --ca-file, --cert-file,
+--key-file) or with a bearer token (--token, else $` + EnvToken + `). Role reader may read; admin may also
+apply, delete, probe and drain.
+
 Exit codes: 0 success, 1 error, 2 usage error, 3 not all backend servers healthy (backend-health), the probe failed (probe), or connections were cut at a drain deadline (drain status --wait).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		CompletionOptions: cobra.CompletionOptions{
 			HiddenDefaultCmd: true,
 		},
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if a.flags.server == "" {
 				return errors.New("--server must not be empty")
 			}
 			if a.flags.timeout <= 0 {
 				return fmt.Errorf("--timeout must be positive, not %s", a.flags.timeout)
+			}
+			// The token's default is read here, not shown as a default in --help.
+			if !cmd.Flags().Changed("token") {
+				a.flags.token = getenv(EnvToken)
+			}
+			f := &a.flags
+			if f.insecure && (f.pkiDir != "" && cmd.Flags().Changed("pki-dir") || f.caFile != "" || f.certFile != "" || f.keyFile != "" || f.serverName != "" || cmd.Flags().Changed("token")) {
+				return errors.New("--insecure (plaintext) takes no TLS flag and no --token")
+			}
+			if (f.certFile == "") != (f.keyFile == "") {
+				return errors.New("--cert-file and --key-file go together")
 			}
 			return nil
 		},
@@ -145,6 +169,13 @@ Exit codes: 0 success, 1 error, 2 usage error, 3 not all backend servers healthy
 	pf.StringVar(&a.flags.server, "server", server, "control plane gRPC address, host:port ($"+EnvServer+")")
 	pf.StringVarP(&a.flags.gateway, "gateway", "g", "", "gateway name (apply: default the document's name)")
 	pf.DurationVar(&a.flags.timeout, "timeout", DefaultTimeout, "deadline of each call to the control plane")
+	pf.StringVar(&a.flags.pkiDir, "pki-dir", getenv(EnvPKIDir), "PKI directory: uses its ca.crt and admin.crt/.key (the control plane's DATA-DIR/pki) ($"+EnvPKIDir+")")
+	pf.StringVar(&a.flags.caFile, "ca-file", "", "CA certificates (PEM) the control plane's certificate must chain to (default: --pki-dir's ca.crt, else the system's)")
+	pf.StringVar(&a.flags.certFile, "cert-file", "", "client certificate (PEM) (default: --pki-dir's admin.crt)")
+	pf.StringVar(&a.flags.keyFile, "key-file", "", "private key (PEM) of --cert-file (default: --pki-dir's admin.key)")
+	pf.StringVar(&a.flags.serverName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --server)")
+	pf.StringVar(&a.flags.token, "token", "", "bearer token, instead of or besides a client certificate ($"+EnvToken+")")
+	pf.BoolVar(&a.flags.insecure, "insecure", false, "plaintext, no credentials: only for a control plane run with --insecure (tests and development)")
 
 	root.AddCommand(
 		newApplyCommand(a),

@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/fleetgate/fleetgate/controlplane/pki"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
@@ -23,7 +24,11 @@ type worker struct {
 
 func connectWorker(t *testing.T, id, gateway, address string) *worker {
 	t.Helper()
-	conn, err := grpc.NewClient(cpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	tlsCfg, err := pki.ClientTLS(pki.FilesFromDir(pkiDir, pki.DataPlaneName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(cpAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		t.Fatal(err)
 	}

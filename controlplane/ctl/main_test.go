@@ -14,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/controlplane/pki"
 	"github.com/fleetgate/fleetgate/controlplane/server"
 )
 
-// cpAddr is the address of the control plane every test of the package shares.
-var cpAddr string
+// cpAddr is the address of the control plane every test of the package shares; pkiDir is its
+// auto PKI, whose admin certificate every run presents (see runWith).
+var cpAddr, pkiDir string
 
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
@@ -34,12 +36,23 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
+	pkiDir = filepath.Join(dir, "pki")
+	if _, err := pki.Ensure(pkiDir, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "PKI:", err)
+		return 1
+	}
+	tlsCfg, err := pki.ServerTLS(filepath.Join(pkiDir, "server.crt"), filepath.Join(pkiDir, "server.key"), filepath.Join(pkiDir, pki.CACertFile))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "TLS:", err)
+		return 1
+	}
 	srv, err := server.New(ctx, server.Config{
 		DataDir:        dir,
 		EtcdClientAddr: "127.0.0.1:0",
 		EtcdPeerAddr:   "127.0.0.1:0",
 		Replica:        "cp-test",
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		TLS:            tlsCfg,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start control plane:", err)
@@ -56,7 +69,7 @@ func runTests(m *testing.M) int {
 
 	// Serve answers once the gateways have been read from etcd.
 	deadline := time.Now().Add(30 * time.Second)
-	for Run(ctx, []string{"--server", cpAddr, "--timeout", "2s", "list"}, Env{}) != ExitOK {
+	for Run(ctx, []string{"--pki-dir", pkiDir, "--server", cpAddr, "--timeout", "2s", "list"}, Env{}) != ExitOK {
 		if time.Now().After(deadline) {
 			fmt.Fprintln(os.Stderr, "control plane did not become ready")
 			return 1
@@ -82,8 +95,15 @@ func run(t *testing.T, args ...string) result {
 	return runWith(t, "", nil, append([]string{"--server", cpAddr}, args...)...)
 }
 
-// runWith runs gatewayctl with stdin, an environment and args exactly as given.
+// runWith runs gatewayctl with stdin, an environment and args as given, presenting the shared
+// control plane's admin certificate (--pki-dir first).
 func runWith(t *testing.T, stdin string, getenv func(string) string, args ...string) result {
+	t.Helper()
+	return runExactly(t, stdin, getenv, append([]string{"--pki-dir", pkiDir}, args...)...)
+}
+
+// runExactly runs gatewayctl with stdin, an environment and args exactly as given.
+func runExactly(t *testing.T, stdin string, getenv func(string) string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := Run(t.Context(), args, Env{
@@ -200,7 +220,7 @@ func uniqueName(t *testing.T, base string) string {
 	t.Helper()
 	name := fmt.Sprintf("%s-%d", base, names.Add(1))
 	t.Cleanup(func() {
-		Run(context.Background(), []string{"--server", cpAddr, "delete", name}, Env{})
+		Run(context.Background(), []string{"--pki-dir", pkiDir, "--server", cpAddr, "delete", name}, Env{})
 	})
 	return name
 }

@@ -4,6 +4,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -39,6 +43,8 @@ type Config struct {
 	EtcdEndpoints []string
 	// DataDir holds the embedded etcd's data.
 	DataDir string
+	// Keyring seals the listeners' private keys in etcd. Nil: they are stored in the clear.
+	Keyring *store.Keyring
 	// EtcdClientAddr and EtcdPeerAddr are where the embedded etcd listens (default 127.0.0.1:2379/2380).
 	EtcdClientAddr, EtcdPeerAddr string
 	// Replica names this replica in the fleet view (default: host name and process id).
@@ -46,6 +52,20 @@ type Config struct {
 	// LeaseTTL, in seconds, of this replica's fleet entries (default 10).
 	LeaseTTL int
 	Log      *slog.Logger
+
+	// TLS serves the API over TLS: the server certificate and the CAs that client certificates
+	// must chain to (see pki.ServerTLS). Every call is then authenticated, by a verified client
+	// certificate or a bearer token, and authorized by role (see RequiredRole). Required unless
+	// Insecure.
+	TLS *tls.Config
+	// Insecure serves plaintext gRPC and authenticates nobody: anyone reaching the port may do
+	// anything. For tests and development only.
+	Insecure bool
+	// Tokens are the bearer tokens callers may present instead of a client certificate (TLS only).
+	Tokens Tokens
+	// StrictDataPlaneIDs refuses data-plane certificates that may claim any worker id (the auto
+	// PKI's shared dataplane.crt): every worker then needs its own certificate.
+	StrictDataPlaneIDs bool
 }
 
 // Server is a running control-plane replica.
@@ -58,6 +78,9 @@ type Server struct {
 	cache   *snapshot.Cache
 	health  *fleet.HealthCache
 	grpc    *grpc.Server
+	hmu     sync.Mutex
+	hgrpc   *grpc.Server // the plaintext health-only server of ServeHealth, if any
+	stopped bool         // under hmu
 	hc      *health.Server
 	metrics *metrics
 	cancel  context.CancelFunc
@@ -76,6 +99,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Replica == "" {
 		host, _ := os.Hostname()
 		cfg.Replica = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	switch {
+	case cfg.TLS == nil && !cfg.Insecure:
+		return nil, errors.New("no TLS configuration: give certificates (Config.TLS) or choose Insecure")
+	case cfg.TLS != nil && cfg.Insecure:
+		return nil, errors.New("TLS and Insecure are exclusive")
+	case cfg.Insecure && len(cfg.Tokens) > 0:
+		return nil, errors.New("bearer tokens need TLS: they would cross the network in the clear")
 	}
 	s := &Server{cfg: cfg, log: cfg.Log}
 	endpoints := cfg.EtcdEndpoints
@@ -122,7 +153,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.fleet = reg
+	st := store.New(cli, store.WithKeyring(cfg.Keyring))
 	s.cache = snapshot.New(s.log)
+	s.cache.Use(st)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -133,22 +166,33 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		_ = s.health.Run(runCtx, cli)
 	}()
 
-	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(
-			s.metrics.grpc.UnaryServerInterceptor(),
-			logging.UnaryServerInterceptor(slogAdapter(s.log), logging.WithLogOnEvents(logging.FinishCall)),
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(s.recovered)),
-		),
-		grpc.ChainStreamInterceptor(
-			s.metrics.grpc.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(slogAdapter(s.log), logging.WithLogOnEvents(logging.FinishCall)),
-			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(s.recovered)),
-		),
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(identityFields)}
+	unary := []grpc.UnaryServerInterceptor{s.metrics.grpc.UnaryServerInterceptor()}
+	stream := []grpc.StreamServerInterceptor{s.metrics.grpc.StreamServerInterceptor()}
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}),
+	}
+	if cfg.Insecure {
+		s.log.Warn("serving plaintext gRPC without authentication (--insecure): for tests and development only")
+	} else {
+		a := newAuthenticator(cfg.Tokens, cfg.StrictDataPlaneIDs, s.log)
+		unary = append(unary, auth.UnaryServerInterceptor(a.authorize))
+		stream = append(stream, auth.StreamServerInterceptor(a.authorize), a.guardHello)
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	unary = append(unary,
+		logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
+		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(s.recovered)),
 	)
+	stream = append(stream,
+		logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
+		recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(s.recovered)),
+	)
+	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
+	s.grpc = grpc.NewServer(opts...)
 	local := newStreams()
-	fgv1.RegisterConfigServiceServer(s.grpc, &configService{store: store.New(cli), fleet: reg, health: s.health, streams: local, log: s.log})
+	fgv1.RegisterConfigServiceServer(s.grpc, &configService{store: st, fleet: reg, health: s.health, streams: local, log: s.log})
 	fgv1.RegisterDataPlaneServiceServer(s.grpc, &dataPlaneService{cache: s.cache, fleet: reg, streams: local, replica: cfg.Replica, metrics: s.metrics, log: s.log})
 	s.hc = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.hc)
@@ -171,8 +215,23 @@ func (s *Server) Serve(lis net.Listener) error {
 		return fmt.Errorf("could not read health views from etcd within 30s")
 	}
 	s.hc.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.log.Info("control plane serving", "listen", lis.Addr().String(), "replica", s.cfg.Replica)
+	s.log.Info("control plane serving", "listen", lis.Addr().String(), "replica", s.cfg.Replica, "tls", !s.cfg.Insecure)
 	return s.grpc.Serve(lis)
+}
+
+// ServeHealth answers grpc.health.v1 only, in plaintext and without authentication, on lis until
+// Stop: for health checkers that cannot speak TLS (Kubernetes' gRPC probes). It tells SERVING once
+// Serve does.
+func (s *Server) ServeHealth(lis net.Listener) error {
+	s.hmu.Lock()
+	if s.hgrpc != nil || s.stopped {
+		s.hmu.Unlock()
+		return errors.New("ServeHealth: already serving or stopped")
+	}
+	s.hgrpc = grpc.NewServer()
+	healthpb.RegisterHealthServer(s.hgrpc, s.hc)
+	s.hmu.Unlock()
+	return s.hgrpc.Serve(lis)
 }
 
 // Stop ends every stream and call, releases this replica's fleet lease and closes etcd.
@@ -185,6 +244,12 @@ func (s *Server) Stop() {
 	case <-time.After(5 * time.Second):
 		s.grpc.Stop()
 	}
+	s.hmu.Lock()
+	s.stopped = true
+	if s.hgrpc != nil {
+		s.hgrpc.Stop()
+	}
+	s.hmu.Unlock()
 	s.cancel()
 	s.fleet.Wait()
 	s.wg.Wait()

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,13 +32,19 @@ requestRoutingRules:
   - {name: r2, ruleType: PathBasedRouting, priority: 200, httpListener: api, urlPathMap: map1}
 `
 
-// The walking skeleton: control plane on embedded etcd, two workers, two backends, gatewayctl.
+// The walking skeleton: control plane on embedded etcd, two workers, two backends, gatewayctl; all
+// of it over TLS from the PKI the control plane makes in its data dir on first start.
 func TestFleetEndToEnd(t *testing.T) {
 	cpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	cpMetrics := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
-	start(t, "controlplane", "controlplane", "--listen", cpAddr, "--data-dir", t.TempDir(), "--metrics-address", cpMetrics,
+	dataDir := t.TempDir()
+	pkiDir := filepath.Join(dataDir, "pki")
+	start(t, "controlplane", "controlplane", "--listen", cpAddr, "--data-dir", dataDir, "--metrics-address", cpMetrics,
 		"--etcd-client-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")),
 		"--etcd-peer-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")))
+	useCreds(t, cpAddr, "--pki-dir", pkiDir)
+	// The auto PKI exists once the control plane answers.
+	eventually(t, 30*time.Second, func() bool { _, _, code := ctl(t, cpAddr, "list"); return code == 0 }, "control plane did not come up")
 	bport := freePort(t, "127.0.0.10")
 	backend(t, fmt.Sprintf("127.0.0.10:%d", bport), "A")
 	backend(t, fmt.Sprintf("127.0.0.11:%d", bport), "B")
@@ -47,7 +54,7 @@ func TestFleetEndToEnd(t *testing.T) {
 		admins[bind] = fmt.Sprintf("%s:%d", bind, freePort(t, bind))
 		start(t, fmt.Sprintf("dp-%d", i+1), "dataplane", "--controlplane", cpAddr, "--gateway", "appgw1",
 			"--id", fmt.Sprintf("dp-%d", i+1), "--bind-address", bind, "--state-dir", t.TempDir(),
-			"--admin-address", admins[bind], "--access-log")
+			"--admin-address", admins[bind], "--access-log", "--pki-dir", pkiDir)
 	}
 
 	for _, a := range admins {
@@ -60,7 +67,6 @@ func TestFleetEndToEnd(t *testing.T) {
 	// Bad input: every error reported, exit 1, nothing stored.
 	bad := writeFile(t, "bad.yaml", strings.NewReplacer("port: "+fmt.Sprint(bport), "port: 0", "priority: 200", "priority: 100").
 		Replace(fmt.Sprintf(gatewayYAML, web, api, bport)))
-	eventually(t, 30*time.Second, func() bool { _, _, code := ctl(t, cpAddr, "list"); return code == 0 }, "control plane did not come up")
 	_, stderr, code := ctl(t, cpAddr, "apply", "-f", bad)
 	if code != 1 || !strings.Contains(stderr, "backendHttpSettingsCollection[0].port: 0 is out of range 1-65535") ||
 		!strings.Contains(stderr, "requestRoutingRules[1].priority") {
@@ -143,15 +149,19 @@ func TestTwoReplicasOnExternalEtcd(t *testing.T) {
 		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
 		"--initial-cluster", "e2e=http://"+peer, "--log-level", "warn")
 
+	// One PKI made by hand, shared by both replicas.
+	pkiDir := certsInit(t)
 	cpA := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	cpB := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
-	start(t, "cp-a", "controlplane", "--listen", cpA, "--etcd-endpoints", "http://"+client, "--replica", "cp-a")
-	start(t, "cp-b", "controlplane", "--listen", cpB, "--etcd-endpoints", "http://"+client, "--replica", "cp-b")
+	start(t, "cp-a", "controlplane", "--listen", cpA, "--etcd-endpoints", "http://"+client, "--replica", "cp-a", "--pki-dir", pkiDir)
+	start(t, "cp-b", "controlplane", "--listen", cpB, "--etcd-endpoints", "http://"+client, "--replica", "cp-b", "--pki-dir", pkiDir)
+	useCreds(t, cpA, "--pki-dir", pkiDir)
+	useCreds(t, cpB, "--pki-dir", pkiDir)
 	bport := freePort(t, "127.0.0.10")
 	backend(t, fmt.Sprintf("127.0.0.10:%d", bport), "A")
 	backend(t, fmt.Sprintf("127.0.0.11:%d", bport), "B")
 	web, api := freePort(t, "127.0.0.4"), freePort(t, "127.0.0.4")
-	start(t, "dp-b", "dataplane", "--controlplane", cpB, "--gateway", "appgw1", "--id", "dp-b", "--bind-address", "127.0.0.4")
+	start(t, "dp-b", "dataplane", "--controlplane", cpB, "--gateway", "appgw1", "--id", "dp-b", "--bind-address", "127.0.0.4", "--pki-dir", pkiDir)
 
 	eventually(t, 30*time.Second, func() bool { _, _, code := ctl(t, cpA, "list"); return code == 0 }, "replica A did not come up")
 	good := writeFile(t, "appgw1.yaml", fmt.Sprintf(gatewayYAML, web, api, bport))

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -104,12 +105,44 @@ func tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
+// ctlCreds are the credential flags gatewayctl passes to each control plane (by address), set by
+// the test that starts it (see pkiFlags).
+var (
+	ctlCredsMu sync.Mutex
+	ctlCreds   = map[string][]string{}
+)
+
+// useCreds makes ctl pass flags (--pki-dir DIR, say) to the control plane at server.
+func useCreds(t *testing.T, server string, flags ...string) {
+	ctlCredsMu.Lock()
+	defer ctlCredsMu.Unlock()
+	ctlCreds[server] = flags
+	t.Cleanup(func() {
+		ctlCredsMu.Lock()
+		defer ctlCredsMu.Unlock()
+		delete(ctlCreds, server)
+	})
+}
+
+// certsInit runs `controlplane certs init --dir DIR` and returns DIR.
+func certsInit(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pki")
+	if out, err := exec.Command(filepath.Join(binDir, "controlplane"), "certs", "init", "--dir", dir).CombinedOutput(); err != nil {
+		t.Fatalf("controlplane certs init: %v\n%s", err, out)
+	}
+	return dir
+}
+
 // ctl runs gatewayctl and returns its stdout, stderr and exit code.
 func ctl(t *testing.T, server string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "gatewayctl"), append([]string{"--server", server}, args...)...)
+	ctlCredsMu.Lock()
+	creds := ctlCreds[server]
+	ctlCredsMu.Unlock()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "gatewayctl"), append(append([]string{"--server", server}, creds...), args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

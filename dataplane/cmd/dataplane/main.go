@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/fleetgate/fleetgate/agent"
+	"github.com/fleetgate/fleetgate/controlplane/pki"
 	"github.com/fleetgate/fleetgate/dataplane/admin"
 	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/worker"
@@ -46,12 +48,42 @@ func run() int {
 	accessLog := fs.Bool("access-log", false, "log one line per request (Azure's access log fields)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	pkiDir := fs.String("pki-dir", "", "PKI directory: ca.crt and the shared dataplane.crt/.key (the control plane's DATA-DIR/pki)")
+	caFile := fs.String("ca-file", "", "CA certificates (PEM) the control plane's certificate must chain to (default: --pki-dir's ca.crt)")
+	certFile := fs.String("cert-file", "", "this worker's client certificate (PEM) (default: --pki-dir's dataplane.crt)")
+	keyFile := fs.String("key-file", "", "private key (PEM) of --cert-file (default: --pki-dir's dataplane.key)")
+	serverName := fs.String("tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --controlplane)")
+	plaintext := fs.Bool("insecure", false, "connect in plaintext, with no certificate: only to a control plane run with --insecure (tests and development)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return exitUsage
 	}
 	if *gateway == "" {
 		fmt.Fprintln(os.Stderr, "dataplane: --gateway is required")
 		return exitUsage
+	}
+	var creds credentials.TransportCredentials
+	if *plaintext {
+		if *pkiDir != "" || *caFile != "" || *certFile != "" || *keyFile != "" || *serverName != "" {
+			fmt.Fprintln(os.Stderr, "dataplane: --insecure takes no TLS flag")
+			return exitUsage
+		}
+		creds = insecure.NewCredentials()
+	} else {
+		files := pki.ClientFiles{CAFile: *caFile, CertFile: *certFile, KeyFile: *keyFile, ServerName: *serverName}
+		if *pkiDir != "" {
+			d := pki.FilesFromDir(*pkiDir, pki.DataPlaneName)
+			files.CAFile, files.CertFile, files.KeyFile = orDefault(files.CAFile, d.CAFile), orDefault(files.CertFile, d.CertFile), orDefault(files.KeyFile, d.KeyFile)
+		}
+		if files.CertFile == "" || files.KeyFile == "" {
+			fmt.Fprintln(os.Stderr, "dataplane: a client certificate is required: --pki-dir DIR, or --cert-file and --key-file (and --ca-file); --insecure only for a control plane without TLS")
+			return exitUsage
+		}
+		tlsCfg, err := pki.ClientTLS(files)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dataplane: TLS:", err)
+			return exitError
+		}
+		creds = credentials.NewTLS(tlsCfg)
 	}
 	if *id == "" {
 		host, _ := os.Hostname()
@@ -85,7 +117,7 @@ func run() int {
 		log.Info("admin endpoint", "address", lis.Addr().String())
 	}
 	conn, err := grpc.NewClient(*controlPlane,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	if err != nil {
@@ -126,4 +158,11 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
