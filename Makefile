@@ -8,7 +8,7 @@ PROTOC_GEN_GO_VERSION  := v1.36.12
 PROTOC_GEN_GRPC_VERSION:= v1.6.2
 STATICCHECK_VERSION    := v0.8.2
 
-.PHONY: all build gen check-gen lint test unit e2e demo bench bench-controlplane tools clean
+.PHONY: all build gen check-gen lint test unit e2e fuzz demo bench bench-controlplane tools clean
 
 all: build
 
@@ -44,6 +44,15 @@ unit:
 
 e2e: build
 	$(GO) test -count=1 -v -timeout 15m ./scripts/e2e/ 2>&1 | grep -Ev '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+# Each fuzz target for FUZZTIME; their seed corpora (testdata/fuzz) also run in `make test`.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeValidate$$' -fuzztime=$(FUZZTIME) ./controlplane/config/
+	$(GO) test -run='^$$' -fuzz='^FuzzMatchRewrite$$' -fuzztime=$(FUZZTIME) ./dataplane/route/
+	$(GO) test -run='^$$' -fuzz='^FuzzFramingGuard$$' -fuzztime=$(FUZZTIME) ./dataplane/proxy/
+	$(GO) test -run='^$$' -fuzz='^FuzzAffinityCookie$$' -fuzztime=$(FUZZTIME) ./dataplane/proxy/
+	$(GO) test -run='^$$' -fuzz='^FuzzConnectStream$$' -fuzztime=$(FUZZTIME) ./agent/
 
 demo: build
 	./scripts/demo.sh

@@ -16,6 +16,7 @@ func wantGolden() *fgv1.Gateway {
 	return &fgv1.Gateway{
 		Name:        "appgw1",
 		EnableHttp2: proto.Bool(true),
+		Limits:      defaultLimits(),
 		HttpListeners: []*fgv1.HttpListener{
 			{Name: "web", Protocol: "Http", Port: 8080},
 			{Name: "api", Protocol: "Http", Port: 8081, HostNames: []string{"api.example.com", "*.api.example.com"}},
@@ -41,6 +42,17 @@ func wantGolden() *fgv1.Gateway {
 			{Name: "r1", RuleType: "Basic", Priority: i32(100), HttpListener: "web", BackendAddressPool: "pool1", BackendHttpSettings: "settings1"},
 			{Name: "r2", RuleType: "PathBasedRouting", Priority: i32(200), HttpListener: "api", UrlPathMap: "map1"},
 		},
+	}
+}
+
+// defaultLimits are the limits Normalize fills in, spelled out.
+func defaultLimits() *fgv1.Limits {
+	return &fgv1.Limits{
+		MaxRequestHeaderBytes:     proto.Int32(65536),
+		ReadHeaderTimeoutSeconds:  proto.Int32(10),
+		ClientIdleTimeoutSeconds:  proto.Int32(120),
+		MaxConnectionsPerListener: proto.Int32(0),
+		MaxRequestBodyBytes:       proto.Int64(0),
 	}
 }
 
@@ -229,6 +241,7 @@ probes:
 	want := &fgv1.Gateway{
 		Name:        "gw",
 		EnableHttp2: proto.Bool(true),
+		Limits:      defaultLimits(),
 		HttpListeners: []*fgv1.HttpListener{
 			{Name: "a", Protocol: "Http", Port: 80, HostNames: []string{"www.example.com", "api.example.com"}},
 		},

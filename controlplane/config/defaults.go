@@ -43,6 +43,7 @@ func Normalize(gw *fgv1.Gateway) {
 	if gw.EnableHttp2 == nil {
 		gw.EnableHttp2 = proto.Bool(true)
 	}
+	normalizeLimits(gw)
 	for _, c := range gw.GetSslCertificates() {
 		c.PublicCertData = "" // derived from data on get; never stored
 	}

@@ -45,6 +45,7 @@ var (
 func Validate(gw *fgv1.Gateway) error {
 	v := &validator{}
 	v.name("name", gw.GetName())
+	v.limits(gw.GetLimits())
 
 	certs := v.sslCertificates(gw.GetSslCertificates())
 	listeners := v.listeners(gw.GetHttpListeners(), certs)

@@ -46,6 +46,7 @@ type Proxy struct {
 // state is one applied configuration, immutable.
 type state struct {
 	version int64
+	maxBody int64 // largest request body, bytes; 0: unlimited
 	table   *route.Table
 	targets []*backendSet        // indexed by route.Target.Pair
 	certs   map[int32]*certStore // Https listener certificates by port
@@ -107,7 +108,7 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, af
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b := &builder{gw: gw, old: p.conns, used: map[string]io.Closer{}, healthOf: healthOf, affinityKey: affinityKey, stats: p.stats}
-	st := &state{version: version, table: table, certs: certs}
+	st := &state{version: version, maxBody: config.LimitsOf(gw).MaxRequestBody, table: table, certs: certs}
 	for _, pair := range table.Pairs() {
 		bs, err := b.backendSet(pair)
 		if err != nil {
@@ -200,6 +201,22 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serve routes and forwards one request, and notes in ex what it did.
 func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange) {
+	cc := clientConnOf(r.Context())
+	if cc != nil && cc.framing != nil {
+		if reason := cc.framing.check(r); reason != "" {
+			if reason == reasonLost {
+				h.p.log.Warn("request framing out of step with net/http; closing the connection", "client", r.RemoteAddr)
+			}
+			ex.status = http.StatusBadRequest
+			refuseFraming(w, r, reason)
+			return
+		}
+	}
+	if r.Method == http.MethodOptions && r.RequestURI == "*" {
+		ex.status = http.StatusOK
+		serveOptionsStar(w, r)
+		return
+	}
 	st := h.p.state.Load()
 	t := st.table.Match(h.port, r.Host, r.URL.Path)
 	if t == nil {
@@ -209,6 +226,16 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 	}
 	bs := st.targets[t.Pair]
 	ex.listener, ex.rule, ex.pool = t.Listener, t.Rule, bs.pool
+	if max := st.maxBody; max > 0 {
+		if r.ContentLength > max {
+			ex.status = http.StatusRequestEntityTooLarge
+			tooLarge(w, r, max)
+			return
+		}
+		if r.ContentLength < 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+		}
+	}
 	srv, fresh := bs.choose(r)
 	if srv == nil {
 		ex.status = http.StatusBadGateway
@@ -278,6 +305,11 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" was drained", http.StatusBadGateway)
 	case errors.Is(err, upstream.ErrCanceled), errors.Is(err, context.Canceled):
 		ex.status = 0 // the client went away
+	case errors.As(err, new(*http.MaxBytesError)):
+		// A body of unknown length grew past the limit: the backend connection was dropped before
+		// the body's end, so the backend never got a complete request.
+		ex.status = http.StatusRequestEntityTooLarge
+		tooLarge(w, r, st.maxBody)
 	case errors.Is(err, upstream.ErrRequestBody):
 		ex.status = http.StatusBadRequest
 		http.Error(w, "400 Bad Request: the request body could not be read", http.StatusBadRequest)
@@ -288,6 +320,24 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 	default:
 		h.p.log.Debug("backend error", "server", srv.addr, "err", err)
 		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" could not be reached", http.StatusBadGateway)
+	}
+}
+
+// tooLarge answers 413 and, on HTTP/1, closes the connection rather than read the rest of the body.
+func tooLarge(w http.ResponseWriter, r *http.Request, max int64) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	http.Error(w, fmt.Sprintf("413 Request Entity Too Large: the request body is larger than %d bytes", max), http.StatusRequestEntityTooLarge)
+}
+
+// serveOptionsStar answers "OPTIONS *" as net/http's server does by default (the listeners turn
+// that off so that every request passes the framing check): an empty 200, reading at most 4 KiB
+// of any body.
+func serveOptionsStar(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Length", "0")
+	if r.ContentLength != 0 {
+		io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 4<<10))
 	}
 }
 

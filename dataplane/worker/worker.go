@@ -4,6 +4,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,17 +58,47 @@ type Worker struct {
 	closing   sync.WaitGroup
 }
 
+// listener is one port the worker listens on.
 type listener struct {
-	mode listenMode
-	srv  *http.Server
-	ln   net.Listener
-	wg   sync.WaitGroup
+	spec portSpec
+	ln   net.Listener // the socket
+	// Layer-4 ports: the l4 proxy serves ln.
+	wg sync.WaitGroup
+	// HTTP(S) ports: acc accepts from ln for the current server, srv.
+	acc *acceptor
+	srv *server
 }
 
-// listenMode is what a port's server speaks; a change needs a new server on the port.
+// server is one http.Server of an HTTP(S) port, fed by a handoff listener of the port's acceptor.
+type server struct {
+	srv  *http.Server
+	done chan struct{} // Serve returned
+}
+
+// portSpec is what a port's server is built from: a change needs a new server on the port.
+//
+// The limits that http.Server takes as fields (header size, read-header and idle timeouts) cannot
+// change while it serves, so a change of limits, like a change of protocol, starts a new server
+// on the same socket: new connections go to the new server at once, while the old one finishes the
+// connections it has (idle ones are closed right away, busy ones after their request, within the
+// shutdown grace), with its old limits. No connection is refused. The connection limit (in the
+// acceptor) and the body limit (in the proxy) apply at once without a new server.
+type portSpec struct {
+	mode   listenMode
+	limits serverLimits
+}
+
+// listenMode is what a port's server speaks.
 type listenMode struct {
 	https, http2 bool
 	l4           bool // a layer-4 (Tcp/Tls) listener, served by the l4 proxy
+}
+
+// serverLimits are the limits an http.Server holds.
+type serverLimits struct {
+	maxHeaderBytes    int
+	readHeaderTimeout time.Duration
+	idleTimeout       time.Duration
 }
 
 var _ agent.Applier = (*Worker)(nil)
@@ -134,25 +165,28 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 		}
 	}
 	gw := snap.GetGateway()
-	want := map[int32]listenMode{}
+	limits := config.LimitsOf(gw)
+	httpLimits := serverLimits{limits.MaxRequestHeaderBytes, limits.ReadHeaderTimeout, limits.ClientIdleTimeout}
+	want := map[int32]portSpec{}
 	for _, l := range gw.GetHttpListeners() {
-		want[l.GetPort()] = listenMode{https: l.GetProtocol() == config.ProtocolHTTPS, http2: gw.GetEnableHttp2()}
+		want[l.GetPort()] = portSpec{listenMode{https: l.GetProtocol() == config.ProtocolHTTPS, http2: gw.GetEnableHttp2()}, httpLimits}
 	}
 	for _, l := range gw.GetListeners() {
-		want[l.GetPort()] = listenMode{l4: true}
+		want[l.GetPort()] = portSpec{mode: listenMode{l4: true}}
 	}
-	// Ports whose mode changes get a new server: the old socket is closed first (its connections
-	// finish in the background), so there is a moment when the port refuses connections.
+	// A port that changes between HTTP and layer 4 gets a new socket: the old one is closed first
+	// (its connections finish in the background), so there is a moment when the port refuses
+	// connections. Other changes keep the socket (see portSpec).
 	var replaced []*listener
-	for port, mode := range want {
-		if l := w.listeners[port]; l != nil && l.mode != mode {
-			l.ln.Close()
+	for port, spec := range want {
+		if l := w.listeners[port]; l != nil && l.spec.mode.l4 != spec.mode.l4 {
+			l.closeSocket()
 			delete(w.listeners, port)
 			replaced = append(replaced, l)
 		}
 	}
 	opened := map[int32]*listener{}
-	for port, mode := range want {
+	for port, spec := range want {
 		if w.listeners[port] != nil {
 			continue
 		}
@@ -163,7 +197,7 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 			}
 			return fmt.Errorf("listener port %d: %w", port, err)
 		}
-		opened[port] = &listener{ln: ln, mode: mode}
+		opened[port] = &listener{ln: ln, spec: spec}
 	}
 	w.health.Update(snap.GetVersion(), targets)
 	if err := w.l4.Apply(snap.GetVersion(), gw, w.health.Tracker, snap.GetDrains()); err != nil {
@@ -179,7 +213,25 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 		return err
 	}
 	for port, l := range opened {
-		w.serve(port, l)
+		w.serve(port, l, limits.MaxConnections)
+	}
+	for port, spec := range want {
+		l := w.listeners[port]
+		if spec.mode.l4 || opened[port] != nil {
+			continue
+		}
+		l.acc.setMax(limits.MaxConnections)
+		if l.spec != spec {
+			old := l.srv
+			l.spec = spec
+			w.startServer(port, l)
+			w.log.Info("listener server replaced", "address", l.ln.Addr().String())
+			w.closing.Add(1)
+			go func() {
+				defer w.closing.Done()
+				w.shutdownServer(old)
+			}()
+		}
 	}
 	w.cfg.Metrics.ConfigVersion(snap.GetVersion())
 	for _, l := range replaced {
@@ -197,9 +249,10 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 	return nil
 }
 
-func (w *Worker) serve(port int32, l *listener) {
+// serve starts serving a newly opened port, with at most maxConns connections at once (HTTP ports).
+func (w *Worker) serve(port int32, l *listener, maxConns int) {
 	w.listeners[port] = l
-	if l.mode.l4 {
+	if l.spec.mode.l4 {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -210,26 +263,41 @@ func (w *Worker) serve(port int32, l *listener) {
 		w.log.Info("layer-4 listener open", "address", l.ln.Addr().String())
 		return
 	}
-	l.srv = newServer(w.proxy.Handler(port), l.mode, w.log)
-	l.srv.ConnContext, l.srv.ConnState = w.hooks.ConnContext, w.connState
-	if l.mode.https {
-		l.srv.TLSConfig = w.proxy.TLSConfig(port, l.mode.http2)
+	l.acc = newAcceptor(l.ln, port, w.log)
+	l.acc.setMax(maxConns)
+	w.startServer(port, l)
+	l.acc.start()
+	w.log.Info("listener open", "address", l.ln.Addr().String())
+}
+
+// startServer starts a new server for an HTTP port's spec and makes it the one that new
+// connections go to.
+func (w *Worker) startServer(port int32, l *listener) {
+	var tlsConfig *tls.Config
+	if l.spec.mode.https {
+		tlsConfig = w.proxy.TLSConfig(port, l.spec.mode.http2)
 	}
-	w.listeners[port] = l
-	l.wg.Add(1)
+	view, _ := l.acc.handoff(tlsConfig, l.spec.limits.readHeaderTimeout)
+	srv := newServer(w.proxy.Handler(port), l.spec, w.log)
+	srv.ConnContext, srv.ConnState = w.hooks.ConnContext, w.connState
+	s := &server{srv: srv, done: make(chan struct{})}
+	l.srv = s
 	go func() {
-		defer l.wg.Done()
-		var err error
-		if l.mode.https {
-			err = l.srv.ServeTLS(l.ln, "", "")
-		} else {
-			err = l.srv.Serve(l.ln)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		defer close(s.done)
+		// net.ErrClosed: the port's socket was closed before this server was shut down.
+		if err := srv.Serve(view); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			w.log.Error("listener stopped", "port", port, "err", err)
 		}
 	}()
-	w.log.Info("listener open", "address", l.ln.Addr().String())
+}
+
+// closeSocket stops accepting on the port and frees it; open connections are left alone.
+func (l *listener) closeSocket() {
+	if l.acc != nil {
+		l.acc.close()
+	} else {
+		l.ln.Close()
+	}
 }
 
 // closeAllExcept closes, in the background and gracefully, every listener whose port is not kept.
@@ -251,17 +319,23 @@ func (w *Worker) closeAllExcept(keep map[int32]bool) {
 // shutdown stops a listener: an HTTP server finishes its requests (up to the grace period); a
 // layer-4 listener stops accepting, its connections live on in the l4 proxy.
 func (w *Worker) shutdown(l *listener) {
+	l.closeSocket()
 	if l.srv == nil {
-		l.ln.Close()
 		l.wg.Wait()
 		return
 	}
+	w.shutdownServer(l.srv)
+}
+
+// shutdownServer stops a server: it takes no more connections, and its connections end as their
+// requests finish, or are closed when the shutdown grace has passed.
+func (w *Worker) shutdownServer(s *server) {
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownGrace)
 	defer cancel()
-	if err := l.srv.Shutdown(ctx); err != nil {
-		l.srv.Close()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.srv.Close()
 	}
-	l.wg.Wait()
+	<-s.done
 }
 
 // Shutdown stops accepting on every listener and waits, up to ctx, for requests in flight.
@@ -272,16 +346,18 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	w.mu.Unlock()
 	var errs []error
 	for _, l := range ls {
+		l.closeSocket()
+	}
+	for _, l := range ls {
 		if l.srv == nil {
-			l.ln.Close()
 			l.wg.Wait()
 			continue
 		}
-		if err := l.srv.Shutdown(ctx); err != nil {
-			l.srv.Close()
+		if err := l.srv.srv.Shutdown(ctx); err != nil {
+			l.srv.srv.Close()
 			errs = append(errs, err)
 		}
-		l.wg.Wait()
+		<-l.srv.done
 	}
 	if err := w.l4.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
@@ -296,21 +372,24 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 }
 
 // newServer is the HTTP server of a listener: HTTP/1.1, and HTTP/2 when enabled (h2 by ALPN over
-// TLS, h2c with prior knowledge in the clear), with limits against slow and oversized clients.
-func newServer(h http.Handler, mode listenMode, log *slog.Logger) *http.Server {
+// TLS, h2c with prior knowledge in the clear), with the gateway's limits against slow and
+// oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the proxy like every
+// other request, so that it passes the framing check.
+func newServer(h http.Handler, spec portSpec, log *slog.Logger) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	if mode.http2 {
-		protocols.SetHTTP2(mode.https)
-		protocols.SetUnencryptedHTTP2(!mode.https)
+	if spec.mode.http2 {
+		protocols.SetHTTP2(spec.mode.https)
+		protocols.SetUnencryptedHTTP2(!spec.mode.https)
 	}
 	return &http.Server{
-		Handler:           h,
-		Protocols:         &protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Handler:                      h,
+		Protocols:                    &protocols,
+		ReadHeaderTimeout:            spec.limits.readHeaderTimeout,
+		IdleTimeout:                  spec.limits.idleTimeout,
+		MaxHeaderBytes:               spec.limits.maxHeaderBytes,
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 }
 

@@ -52,7 +52,9 @@ type Gateway struct {
 	// Layer-4 backend settings (Tcp, Tls).
 	BackendSettingsCollection []*BackendSettings `protobuf:"bytes,12,rep,name=backend_settings_collection,json=backendSettingsCollection,proto3" json:"backend_settings_collection,omitempty"`
 	// Layer-4 routing rules: a listener to a pool with backend settings.
-	RoutingRules  []*RoutingRule `protobuf:"bytes,13,rep,name=routing_rules,json=routingRules,proto3" json:"routing_rules,omitempty"`
+	RoutingRules []*RoutingRule `protobuf:"bytes,13,rep,name=routing_rules,json=routingRules,proto3" json:"routing_rules,omitempty"`
+	// Limits on clients of the HTTP(S) listeners. Unset fields take their defaults.
+	Limits        *Limits `protobuf:"bytes,14,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,6 +180,103 @@ func (x *Gateway) GetRoutingRules() []*RoutingRule {
 	return nil
 }
 
+func (x *Gateway) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// Limits protect the data plane's HTTP(S) listeners from oversized and slow clients. Every field
+// is optional; an unset field takes its default. Layer-4 listeners are not affected.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Largest request line plus header fields a client may send, in bytes, 1024-1048576 (1 KiB-1 MiB).
+	// Default 65536. A larger request is answered 431 and its connection closed.
+	MaxRequestHeaderBytes *int32 `protobuf:"varint,1,opt,name=max_request_header_bytes,json=maxRequestHeaderBytes,proto3,oneof" json:"max_request_header_bytes,omitempty"`
+	// Seconds a client has to send a request line and headers, once the gateway waits for them
+	// (and, on Https listeners, to finish the TLS handshake), 1-300. Default 10. Past it the
+	// connection is closed (slowloris protection).
+	ReadHeaderTimeoutSeconds *int32 `protobuf:"varint,2,opt,name=read_header_timeout_seconds,json=readHeaderTimeoutSeconds,proto3,oneof" json:"read_header_timeout_seconds,omitempty"`
+	// Seconds a keep-alive client connection may stay idle between requests, 1-3600. Default 120.
+	ClientIdleTimeoutSeconds *int32 `protobuf:"varint,3,opt,name=client_idle_timeout_seconds,json=clientIdleTimeoutSeconds,proto3,oneof" json:"client_idle_timeout_seconds,omitempty"`
+	// Client connections open at once on each listening port (listeners sharing a port share the
+	// count), 0-1000000. Default 0: unlimited. At the limit the port stops accepting: new connections
+	// wait in the kernel's accept queue until one closes.
+	MaxConnectionsPerListener *int32 `protobuf:"varint,4,opt,name=max_connections_per_listener,json=maxConnectionsPerListener,proto3,oneof" json:"max_connections_per_listener,omitempty"`
+	// Largest request body in bytes, 0-10737418240 (10 GiB). Default 0: unlimited. A larger declared
+	// Content-Length is answered 413 before anything is forwarded; a chunked body that grows past it
+	// is cut off, the backend connection aborted before the last chunk, and the client answered 413.
+	MaxRequestBodyBytes *int64 `protobuf:"varint,5,opt,name=max_request_body_bytes,json=maxRequestBodyBytes,proto3,oneof" json:"max_request_body_bytes,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Limits) GetMaxRequestHeaderBytes() int32 {
+	if x != nil && x.MaxRequestHeaderBytes != nil {
+		return *x.MaxRequestHeaderBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetReadHeaderTimeoutSeconds() int32 {
+	if x != nil && x.ReadHeaderTimeoutSeconds != nil {
+		return *x.ReadHeaderTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *Limits) GetClientIdleTimeoutSeconds() int32 {
+	if x != nil && x.ClientIdleTimeoutSeconds != nil {
+		return *x.ClientIdleTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxConnectionsPerListener() int32 {
+	if x != nil && x.MaxConnectionsPerListener != nil {
+		return *x.MaxConnectionsPerListener
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxRequestBodyBytes() int64 {
+	if x != nil && x.MaxRequestBodyBytes != nil {
+		return *x.MaxRequestBodyBytes
+	}
+	return 0
+}
+
 // Listener is a layer-4 (TCP or TLS) listener.
 type Listener struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -197,7 +296,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +308,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[1]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +321,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{1}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Listener) GetName() string {
@@ -286,7 +385,7 @@ type BackendSettings struct {
 
 func (x *BackendSettings) Reset() {
 	*x = BackendSettings{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -298,7 +397,7 @@ func (x *BackendSettings) String() string {
 func (*BackendSettings) ProtoMessage() {}
 
 func (x *BackendSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[2]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -311,7 +410,7 @@ func (x *BackendSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendSettings.ProtoReflect.Descriptor instead.
 func (*BackendSettings) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BackendSettings) GetName() string {
@@ -391,7 +490,7 @@ type RoutingRule struct {
 
 func (x *RoutingRule) Reset() {
 	*x = RoutingRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +502,7 @@ func (x *RoutingRule) String() string {
 func (*RoutingRule) ProtoMessage() {}
 
 func (x *RoutingRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +515,7 @@ func (x *RoutingRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingRule.ProtoReflect.Descriptor instead.
 func (*RoutingRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RoutingRule) GetName() string {
@@ -481,7 +580,7 @@ type SslCertificate struct {
 
 func (x *SslCertificate) Reset() {
 	*x = SslCertificate{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +592,7 @@ func (x *SslCertificate) String() string {
 func (*SslCertificate) ProtoMessage() {}
 
 func (x *SslCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +605,7 @@ func (x *SslCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SslCertificate.ProtoReflect.Descriptor instead.
 func (*SslCertificate) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SslCertificate) GetName() string {
@@ -557,7 +656,7 @@ type TrustedRootCertificate struct {
 
 func (x *TrustedRootCertificate) Reset() {
 	*x = TrustedRootCertificate{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +668,7 @@ func (x *TrustedRootCertificate) String() string {
 func (*TrustedRootCertificate) ProtoMessage() {}
 
 func (x *TrustedRootCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +681,7 @@ func (x *TrustedRootCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustedRootCertificate.ProtoReflect.Descriptor instead.
 func (*TrustedRootCertificate) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TrustedRootCertificate) GetName() string {
@@ -621,7 +720,7 @@ type HttpListener struct {
 
 func (x *HttpListener) Reset() {
 	*x = HttpListener{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +732,7 @@ func (x *HttpListener) String() string {
 func (*HttpListener) ProtoMessage() {}
 
 func (x *HttpListener) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +745,7 @@ func (x *HttpListener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpListener.ProtoReflect.Descriptor instead.
 func (*HttpListener) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HttpListener) GetName() string {
@@ -704,7 +803,7 @@ type BackendAddressPool struct {
 
 func (x *BackendAddressPool) Reset() {
 	*x = BackendAddressPool{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +815,7 @@ func (x *BackendAddressPool) String() string {
 func (*BackendAddressPool) ProtoMessage() {}
 
 func (x *BackendAddressPool) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +828,7 @@ func (x *BackendAddressPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendAddressPool.ProtoReflect.Descriptor instead.
 func (*BackendAddressPool) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BackendAddressPool) GetName() string {
@@ -760,7 +859,7 @@ type BackendAddress struct {
 
 func (x *BackendAddress) Reset() {
 	*x = BackendAddress{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +871,7 @@ func (x *BackendAddress) String() string {
 func (*BackendAddress) ProtoMessage() {}
 
 func (x *BackendAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +884,7 @@ func (x *BackendAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendAddress.ProtoReflect.Descriptor instead.
 func (*BackendAddress) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BackendAddress) GetIpAddress() string {
@@ -846,7 +945,7 @@ type BackendHttpSettings struct {
 
 func (x *BackendHttpSettings) Reset() {
 	*x = BackendHttpSettings{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +957,7 @@ func (x *BackendHttpSettings) String() string {
 func (*BackendHttpSettings) ProtoMessage() {}
 
 func (x *BackendHttpSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +970,7 @@ func (x *BackendHttpSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHttpSettings.ProtoReflect.Descriptor instead.
 func (*BackendHttpSettings) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BackendHttpSettings) GetName() string {
@@ -1000,7 +1099,7 @@ type ConnectionDraining struct {
 
 func (x *ConnectionDraining) Reset() {
 	*x = ConnectionDraining{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1111,7 @@ func (x *ConnectionDraining) String() string {
 func (*ConnectionDraining) ProtoMessage() {}
 
 func (x *ConnectionDraining) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1124,7 @@ func (x *ConnectionDraining) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionDraining.ProtoReflect.Descriptor instead.
 func (*ConnectionDraining) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConnectionDraining) GetEnabled() bool {
@@ -1075,7 +1174,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1186,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[11]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1199,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Probe) GetName() string {
@@ -1193,7 +1292,7 @@ type ProbeMatch struct {
 
 func (x *ProbeMatch) Reset() {
 	*x = ProbeMatch{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1304,7 @@ func (x *ProbeMatch) String() string {
 func (*ProbeMatch) ProtoMessage() {}
 
 func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[12]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1317,7 @@ func (x *ProbeMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeMatch.ProtoReflect.Descriptor instead.
 func (*ProbeMatch) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProbeMatch) GetStatusCodes() []string {
@@ -1252,7 +1351,7 @@ type UrlPathMap struct {
 
 func (x *UrlPathMap) Reset() {
 	*x = UrlPathMap{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[13]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1363,7 @@ func (x *UrlPathMap) String() string {
 func (*UrlPathMap) ProtoMessage() {}
 
 func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[13]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1376,7 @@ func (x *UrlPathMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UrlPathMap.ProtoReflect.Descriptor instead.
 func (*UrlPathMap) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UrlPathMap) GetName() string {
@@ -1326,7 +1425,7 @@ type PathRule struct {
 
 func (x *PathRule) Reset() {
 	*x = PathRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[14]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1437,7 @@ func (x *PathRule) String() string {
 func (*PathRule) ProtoMessage() {}
 
 func (x *PathRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[14]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1450,7 @@ func (x *PathRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathRule.ProtoReflect.Descriptor instead.
 func (*PathRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PathRule) GetName() string {
@@ -1405,7 +1504,7 @@ type RequestRoutingRule struct {
 
 func (x *RequestRoutingRule) Reset() {
 	*x = RequestRoutingRule{}
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[15]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1516,7 @@ func (x *RequestRoutingRule) String() string {
 func (*RequestRoutingRule) ProtoMessage() {}
 
 func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_gateway_proto_msgTypes[15]
+	mi := &file_fleetgate_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1529,7 @@ func (x *RequestRoutingRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRoutingRule.ProtoReflect.Descriptor instead.
 func (*RequestRoutingRule) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_fleetgate_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RequestRoutingRule) GetName() string {
@@ -1486,7 +1585,7 @@ var File_fleetgate_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x1afleetgate/v1/gateway.proto\x12\ffleetgate.v1\"\x9c\a\n" +
+	"\x1afleetgate/v1/gateway.proto\x12\ffleetgate.v1\"\xca\a\n" +
 	"\aGateway\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
 	"\x0ehttp_listeners\x18\x02 \x03(\v2\x1a.fleetgate.v1.HttpListenerR\rhttpListeners\x12T\n" +
@@ -1501,8 +1600,20 @@ const file_fleetgate_v1_gateway_proto_rawDesc = "" +
 	" \x01(\bH\x00R\venableHttp2\x88\x01\x01\x124\n" +
 	"\tlisteners\x18\v \x03(\v2\x16.fleetgate.v1.ListenerR\tlisteners\x12]\n" +
 	"\x1bbackend_settings_collection\x18\f \x03(\v2\x1d.fleetgate.v1.BackendSettingsR\x19backendSettingsCollection\x12>\n" +
-	"\rrouting_rules\x18\r \x03(\v2\x19.fleetgate.v1.RoutingRuleR\froutingRulesB\x0f\n" +
-	"\r_enable_http2\"\x96\x01\n" +
+	"\rrouting_rules\x18\r \x03(\v2\x19.fleetgate.v1.RoutingRuleR\froutingRules\x12,\n" +
+	"\x06limits\x18\x0e \x01(\v2\x14.fleetgate.v1.LimitsR\x06limitsB\x0f\n" +
+	"\r_enable_http2\"\xe7\x03\n" +
+	"\x06Limits\x12<\n" +
+	"\x18max_request_header_bytes\x18\x01 \x01(\x05H\x00R\x15maxRequestHeaderBytes\x88\x01\x01\x12B\n" +
+	"\x1bread_header_timeout_seconds\x18\x02 \x01(\x05H\x01R\x18readHeaderTimeoutSeconds\x88\x01\x01\x12B\n" +
+	"\x1bclient_idle_timeout_seconds\x18\x03 \x01(\x05H\x02R\x18clientIdleTimeoutSeconds\x88\x01\x01\x12D\n" +
+	"\x1cmax_connections_per_listener\x18\x04 \x01(\x05H\x03R\x19maxConnectionsPerListener\x88\x01\x01\x128\n" +
+	"\x16max_request_body_bytes\x18\x05 \x01(\x03H\x04R\x13maxRequestBodyBytes\x88\x01\x01B\x1b\n" +
+	"\x19_max_request_header_bytesB\x1e\n" +
+	"\x1c_read_header_timeout_secondsB\x1e\n" +
+	"\x1c_client_idle_timeout_secondsB\x1f\n" +
+	"\x1d_max_connections_per_listenerB\x19\n" +
+	"\x17_max_request_body_bytes\"\x96\x01\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -1636,46 +1747,48 @@ func file_fleetgate_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_gateway_proto_rawDescData
 }
 
-var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_fleetgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_fleetgate_v1_gateway_proto_goTypes = []any{
 	(*Gateway)(nil),                // 0: fleetgate.v1.Gateway
-	(*Listener)(nil),               // 1: fleetgate.v1.Listener
-	(*BackendSettings)(nil),        // 2: fleetgate.v1.BackendSettings
-	(*RoutingRule)(nil),            // 3: fleetgate.v1.RoutingRule
-	(*SslCertificate)(nil),         // 4: fleetgate.v1.SslCertificate
-	(*TrustedRootCertificate)(nil), // 5: fleetgate.v1.TrustedRootCertificate
-	(*HttpListener)(nil),           // 6: fleetgate.v1.HttpListener
-	(*BackendAddressPool)(nil),     // 7: fleetgate.v1.BackendAddressPool
-	(*BackendAddress)(nil),         // 8: fleetgate.v1.BackendAddress
-	(*BackendHttpSettings)(nil),    // 9: fleetgate.v1.BackendHttpSettings
-	(*ConnectionDraining)(nil),     // 10: fleetgate.v1.ConnectionDraining
-	(*Probe)(nil),                  // 11: fleetgate.v1.Probe
-	(*ProbeMatch)(nil),             // 12: fleetgate.v1.ProbeMatch
-	(*UrlPathMap)(nil),             // 13: fleetgate.v1.UrlPathMap
-	(*PathRule)(nil),               // 14: fleetgate.v1.PathRule
-	(*RequestRoutingRule)(nil),     // 15: fleetgate.v1.RequestRoutingRule
+	(*Limits)(nil),                 // 1: fleetgate.v1.Limits
+	(*Listener)(nil),               // 2: fleetgate.v1.Listener
+	(*BackendSettings)(nil),        // 3: fleetgate.v1.BackendSettings
+	(*RoutingRule)(nil),            // 4: fleetgate.v1.RoutingRule
+	(*SslCertificate)(nil),         // 5: fleetgate.v1.SslCertificate
+	(*TrustedRootCertificate)(nil), // 6: fleetgate.v1.TrustedRootCertificate
+	(*HttpListener)(nil),           // 7: fleetgate.v1.HttpListener
+	(*BackendAddressPool)(nil),     // 8: fleetgate.v1.BackendAddressPool
+	(*BackendAddress)(nil),         // 9: fleetgate.v1.BackendAddress
+	(*BackendHttpSettings)(nil),    // 10: fleetgate.v1.BackendHttpSettings
+	(*ConnectionDraining)(nil),     // 11: fleetgate.v1.ConnectionDraining
+	(*Probe)(nil),                  // 12: fleetgate.v1.Probe
+	(*ProbeMatch)(nil),             // 13: fleetgate.v1.ProbeMatch
+	(*UrlPathMap)(nil),             // 14: fleetgate.v1.UrlPathMap
+	(*PathRule)(nil),               // 15: fleetgate.v1.PathRule
+	(*RequestRoutingRule)(nil),     // 16: fleetgate.v1.RequestRoutingRule
 }
 var file_fleetgate_v1_gateway_proto_depIdxs = []int32{
-	6,  // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
-	7,  // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
-	9,  // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
-	11, // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
-	13, // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
-	15, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
-	5,  // 6: fleetgate.v1.Gateway.trusted_root_certificates:type_name -> fleetgate.v1.TrustedRootCertificate
-	4,  // 7: fleetgate.v1.Gateway.ssl_certificates:type_name -> fleetgate.v1.SslCertificate
-	1,  // 8: fleetgate.v1.Gateway.listeners:type_name -> fleetgate.v1.Listener
-	2,  // 9: fleetgate.v1.Gateway.backend_settings_collection:type_name -> fleetgate.v1.BackendSettings
-	3,  // 10: fleetgate.v1.Gateway.routing_rules:type_name -> fleetgate.v1.RoutingRule
-	8,  // 11: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
-	10, // 12: fleetgate.v1.BackendHttpSettings.connection_draining:type_name -> fleetgate.v1.ConnectionDraining
-	12, // 13: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
-	14, // 14: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	7,  // 0: fleetgate.v1.Gateway.http_listeners:type_name -> fleetgate.v1.HttpListener
+	8,  // 1: fleetgate.v1.Gateway.backend_address_pools:type_name -> fleetgate.v1.BackendAddressPool
+	10, // 2: fleetgate.v1.Gateway.backend_http_settings_collection:type_name -> fleetgate.v1.BackendHttpSettings
+	12, // 3: fleetgate.v1.Gateway.probes:type_name -> fleetgate.v1.Probe
+	14, // 4: fleetgate.v1.Gateway.url_path_maps:type_name -> fleetgate.v1.UrlPathMap
+	16, // 5: fleetgate.v1.Gateway.request_routing_rules:type_name -> fleetgate.v1.RequestRoutingRule
+	6,  // 6: fleetgate.v1.Gateway.trusted_root_certificates:type_name -> fleetgate.v1.TrustedRootCertificate
+	5,  // 7: fleetgate.v1.Gateway.ssl_certificates:type_name -> fleetgate.v1.SslCertificate
+	2,  // 8: fleetgate.v1.Gateway.listeners:type_name -> fleetgate.v1.Listener
+	3,  // 9: fleetgate.v1.Gateway.backend_settings_collection:type_name -> fleetgate.v1.BackendSettings
+	4,  // 10: fleetgate.v1.Gateway.routing_rules:type_name -> fleetgate.v1.RoutingRule
+	1,  // 11: fleetgate.v1.Gateway.limits:type_name -> fleetgate.v1.Limits
+	9,  // 12: fleetgate.v1.BackendAddressPool.backend_addresses:type_name -> fleetgate.v1.BackendAddress
+	11, // 13: fleetgate.v1.BackendHttpSettings.connection_draining:type_name -> fleetgate.v1.ConnectionDraining
+	13, // 14: fleetgate.v1.Probe.match:type_name -> fleetgate.v1.ProbeMatch
+	15, // 15: fleetgate.v1.UrlPathMap.path_rules:type_name -> fleetgate.v1.PathRule
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_gateway_proto_init() }
@@ -1684,18 +1797,19 @@ func file_fleetgate_v1_gateway_proto_init() {
 		return
 	}
 	file_fleetgate_v1_gateway_proto_msgTypes[0].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[2].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[1].OneofWrappers = []any{}
 	file_fleetgate_v1_gateway_proto_msgTypes[3].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[9].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[11].OneofWrappers = []any{}
-	file_fleetgate_v1_gateway_proto_msgTypes[15].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[4].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[10].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[12].OneofWrappers = []any{}
+	file_fleetgate_v1_gateway_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_gateway_proto_rawDesc), len(file_fleetgate_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
