@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,13 @@ var pendingFlags = map[string]map[string]pendingFlag{
 	},
 }
 
+// stdSubcommands: binary -> the subcommand paths of a binary that uses Go's flag package, each
+// with flags of its own (its help: BINARY PATH... -h). The subcommand must come first, before any
+// flag. TestStdSubcommands checks that each exists.
+var stdSubcommands = map[string][]string{
+	"controlplane": {"certs init", "certs issue"},
+}
+
 // addressFlags: binary -> flag -> what its value is, for the cross-checks of addresses:
 //
 //	dial        host:port of another component (a Service, a compose service)
@@ -51,7 +59,7 @@ var pendingFlags = map[string]map[string]pendingFlag{
 //	listen      host:port the binary listens on (its port must be a container port)
 //	listen-urls comma-separated URLs the binary listens on
 var addressFlags = map[string]map[string]string{
-	"controlplane": {"listen": "listen", "metrics-address": "listen", "etcd-endpoints": "dial-urls"},
+	"controlplane": {"listen": "listen", "metrics-address": "listen", "health-address": "listen", "etcd-endpoints": "dial-urls"},
 	"dataplane":    {"controlplane": "dial", "admin-address": "listen"},
 	"gatewayctl":   {"server": "dial"},
 	"demo-backend": {"listen": "listen"},
@@ -298,8 +306,9 @@ func parseEtcdHelp(out []byte) *command {
 
 // invocation is a command line parsed against what its binary accepts.
 type invocation struct {
-	flags      map[string]string // long name -> value ("true" for a boolean without one)
-	subcommand []string          // gatewayctl's command path
+	flags      map[string]string   // long name -> value ("true" for a boolean without one); the last one
+	values     map[string][]string // long name -> every value, for repeatable flags
+	subcommand []string            // gatewayctl's command path
 	positional []string
 	problems   []string
 	pending    []string // pending flags used while the binary lacks them
@@ -310,14 +319,14 @@ type invocation struct {
 // using Go's flag package must get no positional argument (parsing stops there: flags after it
 // would be ignored without a word).
 func parseArgs(b *binary, args []string) invocation {
-	inv := invocation{flags: map[string]string{}}
+	inv := invocation{flags: map[string]string{}, values: map[string][]string{}}
 	problemf := func(format string, a ...any) { inv.problems = append(inv.problems, fmt.Sprintf(format, a...)) }
 	cmd, err := b.command(nil)
 	if err != nil {
 		problemf("%v", err)
 		return inv
 	}
-	commandOpen := b.style == styleCobra
+	commandOpen := b.style == styleCobra || len(stdSubcommands[b.name]) > 0
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		if arg == "--" || !strings.HasPrefix(arg, "-") || arg == "-" {
@@ -333,6 +342,26 @@ func parseArgs(b *binary, args []string) invocation {
 				}
 				continue
 			}
+			if commandOpen && b.style == styleStd {
+				path := strings.Join(append(slices.Clone(inv.subcommand), arg), " ")
+				switch {
+				case slices.Contains(stdSubcommands[b.name], path):
+					inv.subcommand = append(inv.subcommand, arg)
+					if cmd, err = b.command(inv.subcommand); err != nil {
+						problemf("%v", err)
+						return inv
+					}
+					commandOpen = false
+					continue
+				case slices.ContainsFunc(stdSubcommands[b.name], func(p string) bool { return strings.HasPrefix(p, path+" ") }):
+					inv.subcommand = append(inv.subcommand, arg)
+					continue
+				}
+			}
+			if len(inv.subcommand) > 0 && b.style == styleStd && commandOpen {
+				problemf("%s %s %s: no such subcommand (known: %s)", b.name, strings.Join(inv.subcommand, " "), arg, strings.Join(stdSubcommands[b.name], ", "))
+				return inv
+			}
 			commandOpen = false
 			switch b.style {
 			case styleCobra:
@@ -345,6 +374,14 @@ func parseArgs(b *binary, args []string) invocation {
 			}
 			inv.positional = append(inv.positional, rest...)
 			return inv
+		}
+		if b.style == styleStd && commandOpen {
+			// Go's flag package: a subcommand comes before every flag, or is not one.
+			if len(inv.subcommand) > 0 {
+				problemf("%s %s: an incomplete subcommand (known: %s)", b.name, strings.Join(inv.subcommand, " "), strings.Join(stdSubcommands[b.name], ", "))
+				return inv
+			}
+			commandOpen = false
 		}
 		spelling, value, hasValue := strings.Cut(arg, "=")
 		f, ok := cmd.flags[spelling]
@@ -369,10 +406,11 @@ func parseArgs(b *binary, args []string) invocation {
 				value = args[i]
 			}
 		}
-		if _, dup := inv.flags[f.name]; dup {
+		if _, dup := inv.flags[f.name]; dup && !repeatable(f) {
 			problemf("flag --%s given twice", f.name)
 		}
 		inv.flags[f.name] = value
+		inv.values[f.name] = append(inv.values[f.name], value)
 		if strings.Contains(value, "$(") {
 			continue // expanded by Kubernetes; checked with the expansion
 		}
@@ -387,7 +425,16 @@ func parseArgs(b *binary, args []string) invocation {
 			}
 		}
 	}
+	if b.style == styleStd && commandOpen && len(inv.subcommand) > 0 {
+		problemf("%s %s: an incomplete subcommand (known: %s)", b.name, strings.Join(inv.subcommand, " "), strings.Join(stdSubcommands[b.name], ", "))
+	}
 	return inv
+}
+
+// repeatable reports whether a flag may be given more than once: a flag.Var of Go's flag package
+// (its help shows the type "value"; Fleetgate's are lists) or a pflag slice or array.
+func repeatable(f flagInfo) bool {
+	return slices.Contains([]string{"value", "strings", "stringArray", "ints", "durations"}, f.typ)
 }
 
 // TestPendingFlags reports the flags the deployment material uses ahead of the binaries.
@@ -429,6 +476,20 @@ func TestArgParser(t *testing.T) {
 		{"gatewayctl", []string{"--server", "cp:7070", "apply", "--fil", "/config/a.yaml"}, 1},
 		{"gatewayctl", []string{"--server", "cp:7070", "list", "-f", "/config/a.yaml"}, 1},
 		{"gatewayctl", []string{"--server"}, 1},
+		{"controlplane", []string{"--tls-cert-file=/tls/tls.crt", "--tls-key-file", "/tls/tls.key", "--health-address=:7071"}, 0},
+		{"controlplane", []string{"certs", "init", "--dir=/pki", "--san", "cp-1", "--san=cp-2"}, 0},
+		{"controlplane", []string{"certs", "issue", "--dir=/pki", "--dataplane", "dp-1", "--validity=720h"}, 0},
+		{"controlplane", []string{"certs", "issue", "--dir=/pki", "--validity=month"}, 1},
+		{"controlplane", []string{"certs", "init", "--dir=/pki", "--listen=:7070"}, 1}, // a top-level flag
+		{"controlplane", []string{"certs", "init", "--dri=/pki"}, 1},
+		{"controlplane", []string{"certs", "renew", "--dir=/pki"}, 1},
+		{"controlplane", []string{"certs", "--dir=/pki"}, 1},
+		{"controlplane", []string{"certs"}, 1},
+		{"controlplane", []string{"--listen=:7070", "certs", "init"}, 1}, // flag parsing stops at "certs"
+		{"controlplane", []string{"--listen=:7070", "--listen=:7071"}, 1},
+		{"dataplane", []string{"certs", "init"}, 1},
+		{"dataplane", []string{"--gateway=a", "--ca-file=/tls/ca.crt", "--cert-file=/tls/tls.crt", "--key-file=/tls/tls.key"}, 0},
+		{"gatewayctl", []string{"--ca-file=/tls/ca.crt", "--cert-file", "/tls/tls.crt", "--key-file=/tls/tls.key", "apply", "-f", "a.yaml"}, 0},
 	}
 	for _, c := range cases {
 		inv := parseArgs(requireBinary(t, c.bin), c.args)
@@ -447,5 +508,35 @@ func TestArgParser(t *testing.T) {
 	inv := parseArgs(requireBinary(t, "gatewayctl"), []string{"--server", "cp:7070", "apply", "-f", "x.yaml"})
 	if got := strings.Join(inv.subcommand, " "); got != "apply" || inv.flags["filename"] != "x.yaml" || inv.flags["server"] != "cp:7070" {
 		t.Errorf("gatewayctl parse: subcommand %q, flags %v", got, inv.flags)
+	}
+	cinv := parseArgs(requireBinary(t, "controlplane"), []string{"certs", "init", "--dir", "/pki", "--san=a", "--san", "b"})
+	if got := strings.Join(cinv.subcommand, " "); got != "certs init" || cinv.flags["dir"] != "/pki" || len(cinv.problems) > 0 {
+		t.Errorf("controlplane certs init parse: subcommand %q, flags %v, problems %q", got, cinv.flags, cinv.problems)
+	}
+}
+
+// TestStdSubcommands checks that the subcommands of stdSubcommands exist: each one's help lists
+// flags, and one that does not exist has none.
+func TestStdSubcommands(t *testing.T) {
+	for bin, paths := range stdSubcommands {
+		b := requireBinary(t, bin)
+		for _, p := range paths {
+			c, err := b.command(strings.Fields(p))
+			if err != nil {
+				t.Errorf("%s %s: %v", bin, p, err)
+				continue
+			}
+			top, err := b.command(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if maps.Equal(c.flags, top.flags) {
+				t.Errorf("%s %s -h shows the top-level flags: is it a subcommand?", bin, p)
+			}
+		}
+		words := strings.Fields(paths[0])
+		if _, err := b.command(append(words[:len(words)-1:len(words)-1], "no-such-command")); err == nil {
+			t.Errorf("%s: a made-up subcommand shows flags too: the subcommand check means nothing", bin)
+		}
 	}
 }

@@ -245,7 +245,8 @@ type composeContainer struct {
 
 // TestCompose checks deployments/docker/compose.yaml statically: builds use the Dockerfiles from
 // the repository root, commands use the binaries' real flags, dependencies, volumes and addresses
-// name what exists, the workers get time to drain, and the gateway it applies is valid.
+// name what exists, TLS material comes from the one PKI a one-shot makes (checkComposeTLS), the
+// workers get time to drain, and the gateway it applies is valid.
 func TestCompose(t *testing.T) {
 	dir, err := filepath.Abs(dockerDir)
 	if err != nil {
@@ -365,6 +366,9 @@ func TestCompose(t *testing.T) {
 		}
 	}
 
+	// TLS: one PKI, made by a one-shot, read by everyone else.
+	checkComposeTLS(t, cf, ccs)
+
 	// The workers get to finish their requests before docker stop kills them.
 	var dataplanes []*composeContainer
 	for _, cc := range ccs {
@@ -460,10 +464,11 @@ func containerPort(mapping string) string {
 
 // naiveArgs reads --name=value arguments when the binary is not at hand to check them.
 func naiveArgs(args []string) invocation {
-	inv := invocation{flags: map[string]string{}}
+	inv := invocation{flags: map[string]string{}, values: map[string][]string{}}
 	for _, a := range args {
 		name, value, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		inv.flags[name] = value
+		inv.values[name] = append(inv.values[name], value)
 	}
 	return inv
 }

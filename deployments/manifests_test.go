@@ -383,6 +383,9 @@ func TestKustomizeBuild(t *testing.T) {
 			if r.workload("Job", "gatewayctl-apply") == nil {
 				t.Error("no Job/gatewayctl-apply")
 			}
+			if r.secrets["gatewayctl-tls"] == nil {
+				t.Error("no Secret/gatewayctl-tls")
+			}
 		}
 	})
 }
@@ -904,27 +907,28 @@ func TestOverlayImages(t *testing.T) {
 	}
 }
 
-// TestPlaceholderSecrets makes sure no key material is committed: the TLS Secrets are empty
-// placeholders.
+// TestPlaceholderSecrets makes sure no key material is committed: the TLS Secrets (every Secret of
+// every render) are empty placeholders.
 func TestPlaceholderSecrets(t *testing.T) {
-	r := mustRender(t, "base")
-	for _, name := range []string{"controlplane-tls", "dataplane-tls"} {
-		s := r.secrets[name]
-		if s == nil {
-			t.Fatalf("no Secret/%s", name)
+	want := map[string][]string{"base": {"controlplane-tls", "dataplane-tls"}, "example": {"controlplane-tls", "dataplane-tls", "gatewayctl-tls"}}
+	forEachRender(t, func(t *testing.T, r *render) {
+		if got := slices.Sorted(maps.Keys(r.secrets)); !slices.Equal(got, want[r.name]) {
+			t.Errorf("Secrets %v, want %v", got, want[r.name])
 		}
-		if got := slices.Sorted(maps.Keys(s.Data)); !slices.Equal(got, []string{"ca.crt", "tls.crt", "tls.key"}) {
-			t.Errorf("Secret/%s has keys %v, want ca.crt, tls.crt, tls.key", name, got)
-		}
-		for k, v := range s.Data {
-			if len(v) > 0 {
-				t.Errorf("Secret/%s %s holds %d bytes: commit no key material, only empty placeholders", name, k, len(v))
+		for name, s := range r.secrets {
+			if got := slices.Sorted(maps.Keys(s.Data)); !slices.Equal(got, []string{"ca.crt", "tls.crt", "tls.key"}) {
+				t.Errorf("Secret/%s has keys %v, want ca.crt, tls.crt, tls.key", name, got)
+			}
+			for k, v := range s.Data {
+				if len(v) > 0 {
+					t.Errorf("Secret/%s %s holds %d bytes: commit no key material, only empty placeholders", name, k, len(v))
+				}
+			}
+			if len(s.StringData) > 0 {
+				t.Errorf("Secret/%s has stringData: commit no key material", name)
 			}
 		}
-		if len(s.StringData) > 0 {
-			t.Errorf("Secret/%s has stringData: commit no key material", name)
-		}
-	}
+	})
 }
 
 // TestExampleGateway checks the gateway the overlay's Job applies: it is read from a ConfigMap the

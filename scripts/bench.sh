@@ -5,7 +5,8 @@
 # Layout (2 cores):
 #   core PROXY_CPU (0): the proxy under test, one worker (nginx worker_processes 1, haproxy nbthread 1,
 #                        Go programs GOMAXPROCS=1)
-#   core LOAD_CPU  (1): wrk -t1 -c64 and the origin (GOMAXPROCS=1); the control plane too (idle)
+#   core LOAD_CPU  (1): wrk -t1 -c64 and the origin (GOMAXPROCS=1); the control plane too (idle,
+#                        and run with --insecure: its TLS is no part of the proxy path measured here)
 # Every target is started once and stays up; they are measured one at a time, round-robin within each
 # round (the starting target rotates per round), so drift hits all of them alike.
 #
@@ -364,11 +365,15 @@ requestRoutingRules: [{name: r, ruleType: Basic, priority: 1, httpListener: web,
 EOF
 	local cppid
 	# The control plane (and its embedded etcd) idles during the runs; keep it off the proxy core.
-	start controlplane "$LOAD_CPU" -- "$BIN/controlplane" --listen "$CP_ADDR" --data-dir "$d/cp/etcd" \
+	# --insecure here and on gatewayctl and the data plane: this benchmarks the proxy path (plain
+	# HTTP, which the control plane's TLS never touches), so the control connection runs in plaintext
+	# and the costs of TLS to the control plane are not measured here (scripts/bench-controlplane.sh
+	# --tls measures them on the control plane's side).
+	start controlplane "$LOAD_CPU" -- "$BIN/controlplane" --insecure --listen "$CP_ADDR" --data-dir "$d/cp/etcd" \
 		--etcd-client-addr "$ETCD_CLIENT" --etcd-peer-addr "$ETCD_PEER" --replica bench --log-level warn
 	cppid=$STARTED_PID
 	local deadline=$((SECONDS + 40)) out
-	until out=$("$BIN/gatewayctl" --server "$CP_ADDR" --timeout 3s apply -f "$d/gateway.yaml" 2>&1); do
+	until out=$("$BIN/gatewayctl" --insecure --server "$CP_ADDR" --timeout 3s apply -f "$d/gateway.yaml" 2>&1); do
 		kill -0 "$cppid" 2>/dev/null || fail_with_log controlplane "process exited"
 		if ((SECONDS >= deadline)); then
 			printf '%s\n' "$out" >&2
@@ -378,7 +383,7 @@ EOF
 	done
 	log "applied gateway 'bench': $out"
 	local pid
-	start dataplane "$PROXY_CPU" GOMAXPROCS=1 -- "$BIN/dataplane" --controlplane "$CP_ADDR" --gateway bench \
+	start dataplane "$PROXY_CPU" GOMAXPROCS=1 -- "$BIN/dataplane" --insecure --controlplane "$CP_ADDR" --gateway bench \
 		--id dp-bench --bind-address "${a%:*}" --state-dir "$d/dp" --shutdown-grace 1s
 	pid=$STARTED_PID
 	wait_http dataplane "$pid" "http://$a/64" 30

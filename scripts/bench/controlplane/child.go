@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fleetgate/fleetgate/controlplane/pki"
 )
 
 // child is a control plane started by the bench: bin/controlplane with an embedded etcd in a temp
@@ -29,8 +32,24 @@ type child struct {
 	logPath string
 	addr    string // gRPC
 	etcd    string // etcd client URL
+	pkiDir  string // with TLS: the PKI the child serves from ("": --insecure)
+	creds   credentials.TransportCredentials
 	exited  chan struct{}
 	waitErr error
+}
+
+// clientCreds are the transport credentials of a client of the control plane: plaintext when
+// pkiDir is "" (a control plane run with --insecure), else TLS trusting pkiDir's CA and presenting
+// its holder's certificate (pki.AdminName, pki.DataPlaneName).
+func clientCreds(pkiDir, holder string) (credentials.TransportCredentials, error) {
+	if pkiDir == "" {
+		return insecure.NewCredentials(), nil
+	}
+	cfg, err := pki.ClientTLS(pki.FilesFromDir(pkiDir, holder))
+	if err != nil {
+		return nil, fmt.Errorf("TLS (%s): %w", pkiDir, err)
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 // freePort asks the kernel for a free loopback port. The listener is closed again, so another
@@ -44,7 +63,11 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func startChild(ctx context.Context, bin, logLevel string, leaseTTL int) (*child, error) {
+// startChild starts the control plane. Without useTLS it runs with --insecure (plaintext, no
+// authentication); with useTLS it uses a PKI the bench makes first with `controlplane certs init`
+// in the temp dir (returned as child.pkiDir), whose admin.crt and dataplane.crt the bench's clients
+// present.
+func startChild(ctx context.Context, bin, logLevel string, leaseTTL int, useTLS bool) (*child, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("control-plane binary: %w (build it with: go build -o bin/ ./controlplane/cmd/controlplane)", err)
 	}
@@ -74,6 +97,20 @@ func startChild(ctx context.Context, bin, logLevel string, leaseTTL int) (*child
 	if leaseTTL > 0 {
 		args = append(args, "--lease-ttl", strconv.Itoa(leaseTTL))
 	}
+	if useTLS {
+		c.pkiDir = filepath.Join(dir, "pki")
+		if out, err := exec.CommandContext(ctx, bin, "certs", "init", "--dir", c.pkiDir).CombinedOutput(); err != nil {
+			logf.Close()
+			return nil, fmt.Errorf("%s certs init: %w\n%s", bin, err, out)
+		}
+		args = append(args, "--pki-dir", c.pkiDir)
+	} else {
+		args = append(args, "--insecure")
+	}
+	if c.creds, err = clientCreds(c.pkiDir, pki.AdminName); err != nil {
+		logf.Close()
+		return nil, err
+	}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	// The child dies with the bench, even when the bench is killed.
@@ -97,7 +134,7 @@ func startChild(ctx context.Context, bin, logLevel string, leaseTTL int) (*child
 
 // waitServing polls the gRPC health service until the control plane reports SERVING.
 func (c *child) waitServing(ctx context.Context, timeout time.Duration) error {
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(c.creds))
 	if err != nil {
 		return err
 	}

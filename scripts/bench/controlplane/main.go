@@ -25,18 +25,20 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/controlplane/fleet"
+	"github.com/fleetgate/fleetgate/controlplane/pki"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
 type options struct {
 	cpAddr, etcdEP, gateway, cpBin, cpLogLevel, perfDir string
+	pkiDir                                              string
+	tls                                                 bool
 	workers, servers, rounds, perConn, bhCalls          int
 	steady, hbPeriod, waitTimeout                       time.Duration
 	seed                                                uint64
@@ -61,9 +63,17 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the random worker/server choice for health flips")
 	flag.StringVar(&o.perfDir, "perf-dir", "", "record the started control plane with `perf record` per phase into this dir and print its hottest symbols")
 	flag.BoolVar(&o.keep, "keep", false, "keep the started control plane's temp dir (data and log)")
+	// The default measures the control plane's own work: TLS handshakes and record encryption of
+	// the workers' streams and of the operators' calls are not measured unless --tls is given.
+	flag.BoolVar(&o.tls, "tls", false, "TLS with client certificates, as in production (a started control plane gets a PKI made with `controlplane certs init`; an external one needs --pki-dir); default: the started control plane runs --insecure")
+	flag.StringVar(&o.pkiDir, "pki-dir", "", "with --tls and --controlplane: PKI directory whose ca.crt, admin.crt/.key and shared dataplane.crt/.key the bench uses")
 	flag.Parse()
 	if o.workers < 1 || o.servers < 1 || o.rounds < 1 {
 		fmt.Fprintln(os.Stderr, "controlplane-bench: --workers, --servers and --rounds must be >= 1")
+		os.Exit(2)
+	}
+	if o.pkiDir != "" && (!o.tls || o.cpAddr == "") || o.tls && o.cpAddr != "" && o.pkiDir == "" {
+		fmt.Fprintln(os.Stderr, "controlplane-bench: --pki-dir goes with --tls and --controlplane (a started control plane gets its own PKI)")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -97,12 +107,12 @@ func run(ctx context.Context, o options) (*results, error) {
 	b := &bench{o: o, ctx: ctx, res: &results{o: o, perf: map[string]string{}}}
 	if o.cpAddr == "" {
 		logf("starting %s (embedded etcd, temp dir)", o.cpBin)
-		cp, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0)
+		cp, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0, o.tls)
 		if err != nil {
 			return nil, err
 		}
 		b.cp, b.pid = cp, strconv.Itoa(cp.pid)
-		o.cpAddr, o.etcdEP = cp.addr, cp.etcd
+		o.cpAddr, o.etcdEP, o.pkiDir = cp.addr, cp.etcd, cp.pkiDir
 		b.res.cpMode = fmt.Sprintf("started by the bench: pid %d, gRPC %s, embedded etcd %s, log %s (removed at exit unless --keep)", cp.pid, cp.addr, cp.etcd, cp.logPath)
 		defer func() {
 			logf("stopping the control plane")
@@ -127,14 +137,23 @@ func run(ctx context.Context, o options) (*results, error) {
 		defer cli.Close()
 		b.etcd = cli
 	}
-	opsConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	if o.tls {
+		b.res.cpMode += "; TLS with client certificates (admin.crt, the shared dataplane.crt)"
+	} else {
+		b.res.cpMode += "; plaintext (--insecure): TLS costs not measured (--tls measures them)"
+	}
+	opsCreds, err := clientCreds(o.pkiDir, pki.AdminName)
+	if err != nil {
+		return b.res, err
+	}
+	opsConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(opsCreds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
 	if err != nil {
 		return b.res, err
 	}
 	defer opsConn.Close()
 	b.ops = fgv1.NewConfigServiceClient(opsConn)
-	bhConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	bhConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(opsCreds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
 	if err != nil {
 		return b.res, err
@@ -167,7 +186,11 @@ func run(ctx context.Context, o options) (*results, error) {
 	}()
 
 	// Phase 1: connect N workers; each receives the snapshot and ACKs it.
-	fs, err := newFleetSim(o.cpAddr, o.gateway, o.workers, o.perConn)
+	dpCreds, err := clientCreds(o.pkiDir, pki.DataPlaneName)
+	if err != nil {
+		return b.res, err
+	}
+	fs, err := newFleetSim(o.cpAddr, o.gateway, o.workers, o.perConn, dpCreds)
 	if err != nil {
 		return b.res, err
 	}
@@ -354,7 +377,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		}
 		b.res.bhDecode = time.Since(t0)
 		// A client with gRPC's default 4 MiB receive limit, as gatewayctl dials.
-		defConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		defConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(opsCreds))
 		if err != nil {
 			return err
 		}

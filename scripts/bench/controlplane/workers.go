@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
@@ -52,7 +52,7 @@ func (w *worker) send(req *fgv1.ConnectRequest) error {
 	return w.stream.Send(req)
 }
 
-func newFleetSim(addr, gateway string, n, perConn int) (*fleetSim, error) {
+func newFleetSim(addr, gateway string, n, perConn int, creds credentials.TransportCredentials) (*fleetSim, error) {
 	if perConn < 1 {
 		perConn = 1
 	}
@@ -60,7 +60,7 @@ func newFleetSim(addr, gateway string, n, perConn int) (*fleetSim, error) {
 	f := &fleetSim{gateway: gateway, recv: newRecvTracker(n), ctx: ctx, cancel: cancel}
 	for i := 0; i < (n+perConn-1)/perConn; i++ {
 		conn, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			grpc.WithUserAgent("fleetgate-bench-worker"),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(256<<20)),
 		)
