@@ -916,8 +916,12 @@ func TestPlaceholderSecrets(t *testing.T) {
 			t.Errorf("Secrets %v, want %v", got, want[r.name])
 		}
 		for name, s := range r.secrets {
-			if got := slices.Sorted(maps.Keys(s.Data)); !slices.Equal(got, []string{"ca.crt", "tls.crt", "tls.key"}) {
-				t.Errorf("Secret/%s has keys %v, want ca.crt, tls.crt, tls.key", name, got)
+			wantKeys := []string{"ca.crt", "tls.crt", "tls.key"}
+			if name == "controlplane-tls" {
+				wantKeys = []string{"ca.crt", "encryption.key", "tls.crt", "tls.key"}
+			}
+			if got := slices.Sorted(maps.Keys(s.Data)); !slices.Equal(got, wantKeys) {
+				t.Errorf("Secret/%s has keys %v, want %v", name, got, wantKeys)
 			}
 			for k, v := range s.Data {
 				if len(v) > 0 {

@@ -4,10 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/fleetgate/fleetgate/controlplane/pki"
+	"github.com/fleetgate/fleetgate/controlplane/store"
 )
 
 const certsUsage = `Usage:
@@ -68,13 +70,22 @@ func certsInit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "controlplane certs init:", err)
 		return exitError
 	}
+	// The key sealing listeners' private keys in etcd belongs with the shared material too.
+	keyPath := filepath.Join(*dir, "encryption.key")
+	if _, statErr := os.Stat(keyPath); os.IsNotExist(statErr) {
+		if _, err := store.LoadOrCreateKeyring(keyPath); err != nil {
+			fmt.Fprintln(stderr, "controlplane certs init:", err)
+			return exitError
+		}
+		did = append(did, "made encryption.key (seals listeners' private keys in etcd; give every replica --encryption-key-file)")
+	}
 	if len(did) == 0 {
 		fmt.Fprintf(stdout, "%s: the PKI is complete; nothing to do\n", *dir)
 	}
 	for _, d := range did {
 		fmt.Fprintf(stdout, "%s: %s\n", *dir, d)
 	}
-	fmt.Fprintf(stdout, "control plane: controlplane --pki-dir %s ...\n", *dir)
+	fmt.Fprintf(stdout, "control plane: controlplane --pki-dir %s --encryption-key-file %s ...\n", *dir, keyPath)
 	fmt.Fprintf(stdout, "workers:       dataplane --pki-dir %s ...   (shared certificate; per-worker: controlplane certs issue --dataplane ID)\n", *dir)
 	fmt.Fprintf(stdout, "operators:     gatewayctl --pki-dir %s ...\n", *dir)
 	return exitOK
