@@ -40,7 +40,7 @@ lint:
 test: unit e2e
 
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /scripts/e2e)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /scripts/e2e -e /scripts/faults)
 
 e2e: build
 	$(GO) test -count=1 -v -timeout 15m ./scripts/e2e/ 2>&1 | grep -Ev '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}

@@ -172,11 +172,14 @@ func (a *acceptor) dispatch(c net.Conn) {
 		if h.deliver(proxy.GuardFraming(c)) {
 			return
 		}
-		if a.current() == h {
-			c.Close() // the port is closing
-			return
+		// That server stopped taking connections: the connection is untouched. Give it to the
+		// server replacing it, waiting (briefly) for it to be installed; only a closing port drops it.
+		for a.current() == h && a.ctx.Err() == nil {
+			select {
+			case <-a.ctx.Done():
+			case <-time.After(time.Millisecond):
+			}
 		}
-		// That server was replaced meanwhile: the connection is untouched, give it to the next.
 	}
 }
 

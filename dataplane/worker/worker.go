@@ -229,6 +229,10 @@ func (w *Worker) Apply(_ context.Context, snap *fgv1.Snapshot) error {
 			w.closing.Add(1)
 			go func() {
 				defer w.closing.Done()
+				// A connection handed to the old server just before the swap is read before the
+				// server shuts down (net/http drops a connection whose first request it reads
+				// while shutting down).
+				time.Sleep(replacedServerLinger)
 				w.shutdownServer(old)
 			}()
 		}
@@ -326,6 +330,10 @@ func (w *Worker) shutdown(l *listener) {
 	}
 	w.shutdownServer(l.srv)
 }
+
+// replacedServerLinger is how long a replaced server keeps running, idle for new connections,
+// before it shuts down.
+const replacedServerLinger = 500 * time.Millisecond
 
 // shutdownServer stops a server: it takes no more connections, and its connections end as their
 // requests finish, or are closed when the shutdown grace has passed.
