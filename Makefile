@@ -8,7 +8,7 @@ PROTOC_GEN_GO_VERSION  := v1.36.12
 PROTOC_GEN_GRPC_VERSION:= v1.6.2
 STATICCHECK_VERSION    := v0.8.2
 
-.PHONY: all build gen check-gen lint test unit e2e fuzz demo bench bench-controlplane tools clean
+.PHONY: all build gen check-gen lint test unit e2e faults fuzz demo bench bench-controlplane tools clean
 
 all: build
 
@@ -44,6 +44,11 @@ unit:
 
 e2e: build
 	$(GO) test -count=1 -v -timeout 15m ./scripts/e2e/ 2>&1 | grep -Ev '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+# Fault and soak tests with the real binaries and a 3-member Debian etcd (about 4 minutes; the soak
+# runs 60 s, 2 minutes with CI set; longer: go test ./scripts/faults/ -run Soak -soak=10m).
+faults: build
+	$(GO) test -count=1 -v -timeout 20m ./scripts/faults/ 2>&1 | grep -Ev '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 # Each fuzz target for FUZZTIME; their seed corpora (testdata/fuzz) also run in `make test`.
 FUZZTIME ?= 10s

@@ -151,10 +151,11 @@ func TestTwoReplicasOnExternalEtcd(t *testing.T) {
 
 	// One PKI made by hand, shared by both replicas.
 	pkiDir := certsInit(t)
+	keyFile := filepath.Join(pkiDir, "encryption.key") // made by certs init, shared by both replicas
 	cpA := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	cpB := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
-	start(t, "cp-a", "controlplane", "--listen", cpA, "--etcd-endpoints", "http://"+client, "--replica", "cp-a", "--pki-dir", pkiDir)
-	start(t, "cp-b", "controlplane", "--listen", cpB, "--etcd-endpoints", "http://"+client, "--replica", "cp-b", "--pki-dir", pkiDir)
+	start(t, "cp-a", "controlplane", "--listen", cpA, "--etcd-endpoints", "http://"+client, "--replica", "cp-a", "--pki-dir", pkiDir, "--data-dir", t.TempDir(), "--encryption-key-file", keyFile)
+	start(t, "cp-b", "controlplane", "--listen", cpB, "--etcd-endpoints", "http://"+client, "--replica", "cp-b", "--pki-dir", pkiDir, "--data-dir", t.TempDir(), "--encryption-key-file", keyFile)
 	useCreds(t, cpA, "--pki-dir", pkiDir)
 	useCreds(t, cpB, "--pki-dir", pkiDir)
 	bport := freePort(t, "127.0.0.10")

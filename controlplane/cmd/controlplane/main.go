@@ -97,16 +97,6 @@ Flags:
 	if *endpoints != "" {
 		cfg.EtcdEndpoints = strings.Split(*endpoints, ",")
 	}
-	keyPath := *keyFile0
-	if keyPath == "" {
-		keyPath = filepath.Join(*dataDir, "encryption.key")
-	}
-	keyring, err := store.LoadOrCreateKeyring(keyPath)
-	if err != nil {
-		fmt.Fprintln(stderr, "controlplane: --encryption-key-file:", err)
-		return exitError
-	}
-	cfg.Keyring = keyring
 	byo := *certFile != "" || *keyFile != "" || *clientCAFile != ""
 	switch {
 	case *insecure && (byo || *tokenFile != "" || *pkiDir != "" || len(sans) > 0 || *strictIDs):
@@ -149,6 +139,17 @@ Flags:
 			return exitError
 		}
 	}
+
+	keyPath := *keyFile0
+	if keyPath == "" {
+		keyPath = filepath.Join(*dataDir, "encryption.key")
+	}
+	keyring, err := store.LoadOrCreateKeyring(keyPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "controlplane: --encryption-key-file:", err)
+		return exitError
+	}
+	cfg.Keyring = keyring
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
