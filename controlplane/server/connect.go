@@ -17,6 +17,9 @@ import (
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
+// streamWriteTimeout bounds each etcd write a worker's stream makes.
+const streamWriteTimeout = time.Second
+
 // helloTimeout bounds the wait for a worker's first message.
 const helloTimeout = 10 * time.Second
 
@@ -107,6 +110,17 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 	if err := send(); err != nil {
 		return err
 	}
+	// Writes to etcd from the stream's loop are bounded, so that an etcd election (up to its ~7 s
+	// request timeout) does not hold up the snapshots this stream must send; a write that fails is
+	// done again with the next change.
+	var wcancel context.CancelFunc = func() {}
+	defer func() { wcancel() }()
+	wctx := func() context.Context {
+		wcancel()
+		var c context.Context
+		c, wcancel = context.WithTimeout(ctx, streamWriteTimeout)
+		return c
+	}
 	hv := &healthView{}
 	ws := &workerStream{id: dp.Id, calls: make(chan probeCall)}
 	s.streams.add(dp.Gateway, ws)
@@ -130,7 +144,7 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 		case now := <-staleCheck.C:
 			if hv.stale(now) {
 				log.Warn("health reports stopped; dropping this worker's view", "last_report", hv.lastReport)
-				if err := s.fleet.RemoveHealth(ctx, dp.Gateway, dp.Id); err != nil {
+				if err := s.fleet.RemoveHealth(wctx(), dp.Gateway, dp.Id); err != nil {
 					log.Warn("drop stale health view", "err", err)
 				}
 			}
@@ -149,7 +163,7 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 			}
 			if rep := req.GetHealth(); rep != nil {
 				if write := hv.observe(rep, dp.Id, time.Now()); write != nil {
-					if err := s.fleet.PutHealth(ctx, dp.Gateway, dp.Id, write); err != nil {
+					if err := s.fleet.PutHealth(wctx(), dp.Gateway, dp.Id, write); err != nil {
 						log.Warn("store health view", "err", err)
 						hv.written = nil // try again with the next report
 					}
@@ -175,10 +189,11 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 			if proto.Equal(next, dp) {
 				continue // write to etcd on change only
 			}
-			dp = next
-			if err := s.fleet.Put(ctx, dp); err != nil {
+			if err := s.fleet.Put(wctx(), next); err != nil {
 				log.Warn("record dataplane version", "err", err)
+				continue // dp stays as recorded: the next answer tries again
 			}
+			dp = next
 		}
 	}
 }

@@ -38,6 +38,8 @@ func PoolHasServer(gw *fgv1.Gateway, pool, host string) bool {
 // SetDrain adds (or replaces) an operator's drain, or with d.StartedAt nil removes the one of that
 // pool and host, in one transaction on the gateway's key. It returns the new revision.
 func (s *Store) SetDrain(ctx context.Context, gateway string, d *fgv1.AdminDrain, remove bool) (int64, error) {
+	ctx, cancel := opContext(ctx)
+	defer cancel()
 	key := GatewayKey(gateway)
 	for attempt := 0; attempt < 10; attempt++ {
 		cur, err := s.kv.Get(ctx, key)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -67,6 +68,8 @@ type Stored struct {
 // only if the stored revision equals *expected (0: the gateway must not exist). It returns the new
 // revision and whether anything was written: an identical configuration is not written again.
 func (s *Store) Apply(ctx context.Context, gw *fgv1.Gateway, expected *int64) (rev int64, changed bool, err error) {
+	ctx, cancel := opContext(ctx)
+	defer cancel()
 	key := GatewayKey(gw.GetName())
 	cur, err := s.kv.Get(ctx, key)
 	if err != nil {
@@ -121,6 +124,8 @@ func (s *Store) Apply(ctx context.Context, gw *fgv1.Gateway, expected *int64) (r
 
 // Get returns one gateway.
 func (s *Store) Get(ctx context.Context, name string) (Stored, error) {
+	ctx, cancel := opContext(ctx)
+	defer cancel()
 	resp, err := s.kv.Get(ctx, GatewayKey(name))
 	if err != nil {
 		return Stored{}, fmt.Errorf("get gateway %q: %w", name, wrapEtcd(err))
@@ -137,6 +142,8 @@ func (s *Store) Get(ctx context.Context, name string) (Stored, error) {
 
 // List returns every gateway, sorted by name, and the etcd revision the list was read at.
 func (s *Store) List(ctx context.Context) ([]Stored, int64, error) {
+	ctx, cancel := opContext(ctx)
+	defer cancel()
 	resp, err := s.kv.Get(ctx, GatewayPrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
 		return nil, 0, fmt.Errorf("list gateways: %w", wrapEtcd(err))
@@ -155,6 +162,8 @@ func (s *Store) List(ctx context.Context) ([]Stored, int64, error) {
 // Delete removes a gateway, if expected is set only at that revision. It returns the revision of the
 // deletion.
 func (s *Store) Delete(ctx context.Context, name string, expected *int64) (int64, error) {
+	ctx, cancel := opContext(ctx)
+	defer cancel()
 	key := GatewayKey(name)
 	cmp := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
 	if expected != nil {
@@ -230,4 +239,15 @@ func wrapEtcd(err error) error {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return err
+}
+
+// opContext makes an etcd operation fail fast with ErrUnavailable when the member it reaches has no
+// leader (quorum lost), and, when the caller has a deadline, ends it half a second before, so that
+// the caller hears "etcd unavailable" rather than its own timeout.
+func opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx = clientv3.WithRequireLeader(ctx)
+	if d, ok := ctx.Deadline(); ok && time.Until(d) > time.Second {
+		return context.WithDeadline(ctx, d.Add(-500*time.Millisecond))
+	}
+	return context.WithCancel(ctx)
 }
