@@ -3,7 +3,9 @@
 //	/64  -> 64 bytes     /16k -> 16 KiB     /N or /Nk (up to 16 MiB) -> N bytes or N KiB
 //	/    -> "ok" (readiness)
 //
-// Every answer carries Content-Length. Set GOMAXPROCS in the environment (or --procs) to pin its
+// Only the last path segment counts, so /r50/64 answers as /64 does (the path-map benchmark routes on
+// the leading segments). Every answer carries Content-Length. --listen takes a comma-separated list of
+// addresses, served by the one process (the affinity benchmark's pool has two servers). Set GOMAXPROCS in the environment (or --procs) to pin its
 // parallelism; scripts/bench.sh runs it with GOMAXPROCS=1 on the load generator's core.
 package main
 
@@ -81,7 +83,8 @@ func handler(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 		return
 	}
-	b := lookup(r.URL.Path)
+	p := r.URL.Path
+	b := lookup(p[strings.LastIndexByte(p, '/'):])
 	if b == nil {
 		http.NotFound(w, r)
 		return
@@ -96,7 +99,7 @@ func handler(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
-	listen := flag.String("listen", "127.0.0.1:19000", "address to listen on")
+	listen := flag.String("listen", "127.0.0.1:19000", "address(es) to listen on, comma-separated")
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: leave as set by the environment)")
 	flag.Parse()
 	if *procs > 0 {
@@ -105,16 +108,19 @@ func main() {
 	for _, p := range []string{"/64", "/16k"} {
 		lookup(p)
 	}
-	srv := &http.Server{
-		Addr:              *listen,
-		Handler:           http.HandlerFunc(handler),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          log.New(os.Stderr, "origin: ", 0),
+	addrs := strings.Split(*listen, ",")
+	errc := make(chan error, len(addrs))
+	for _, a := range addrs {
+		srv := &http.Server{
+			Addr:              a,
+			Handler:           http.HandlerFunc(handler),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          log.New(os.Stderr, "origin: ", 0),
+		}
+		go func() { errc <- srv.ListenAndServe() }()
 	}
 	fmt.Fprintf(os.Stderr, "origin: listening on %s (GOMAXPROCS=%d)\n", *listen, runtime.GOMAXPROCS(0))
-	if err := srv.ListenAndServe(); err != nil {
-		fmt.Fprintln(os.Stderr, "origin:", err)
-		os.Exit(1)
-	}
+	fmt.Fprintln(os.Stderr, "origin:", <-errc)
+	os.Exit(1)
 }
