@@ -1,4 +1,4 @@
-package faults
+package e2e
 
 import (
 	"fmt"
@@ -13,8 +13,8 @@ import (
 
 // Backend servers misbehave: one flaps (down and up every second), one answers too late, one resets
 // its connections mid-response. Requests that a healthy server could serve must not fail.
-func TestBackendFaults(t *testing.T) {
-	needBinaries(t)
+func TestFaultBackends(t *testing.T) {
+	faultTest(t)
 	const n = "127.0.64."
 	cpAddr := fmt.Sprintf("%s5:%d", n, freePort(t, n+"5"))
 	startEmbeddedControlPlane(t, "cp", cpAddr, n+"5")

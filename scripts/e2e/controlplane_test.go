@@ -1,4 +1,4 @@
-package faults
+package e2e
 
 import (
 	"fmt"
@@ -10,8 +10,8 @@ import (
 // Two control-plane replicas on one etcd; worker dp-1 is connected to replica A, dp-2 to replica B
 // (a worker takes one --controlplane address: it cannot move to another replica by itself). Under
 // traffic and an apply every 500 ms through B, A is killed with SIGKILL, then restarted.
-func TestControlPlaneReplicaKill(t *testing.T) {
-	needBinaries(t)
+func TestFaultControlPlaneReplicaKill(t *testing.T) {
+	faultTest(t)
 	bin := etcdBinary(t)
 	const n = "127.0.62."
 	const leaseTTL = 2

@@ -1,4 +1,4 @@
-package faults
+package e2e
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func startEtcdCluster(t *testing.T, bin string, ips []string) []*etcdMember {
 		addrs[i] = addr{fmt.Sprintf("http://%s:%d", ip, freePort(t, ip)), fmt.Sprintf("http://%s:%d", ip, freePort(t, ip))}
 		initial = append(initial, fmt.Sprintf("e%d=%s", i+1, addrs[i].peer))
 	}
-	token := fmt.Sprintf("faults-%d-%d", os.Getpid(), time.Now().UnixNano())
+	token := fmt.Sprintf("e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
 	members := make([]*etcdMember, len(ips))
 	for i := range ips {
 		name := fmt.Sprintf("e%d", i+1)
@@ -76,7 +76,7 @@ func waitQuorum(t *testing.T, endpoints []string, timeout time.Duration) time.Du
 	return eventually(t, timeout, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := cli.Get(clientv3.WithRequireLeader(ctx), "/faults/quorum")
+		_, err := cli.Get(clientv3.WithRequireLeader(ctx), "/e2e/quorum")
 		return err == nil
 	}, "etcd %v has no quorum", endpoints)
 }
@@ -173,8 +173,8 @@ func checkStored(t *testing.T, server string, last ack) {
 }
 
 // The etcd cluster loses its leader, then its quorum, then gets both members back.
-func TestEtcdMemberLossAndQuorumLoss(t *testing.T) {
-	needBinaries(t)
+func TestFaultEtcdMemberAndQuorumLoss(t *testing.T) {
+	faultTest(t)
 	bin := etcdBinary(t)
 	const n = "127.0.61."
 	members := startEtcdCluster(t, bin, []string{n + "1", n + "2", n + "3"})

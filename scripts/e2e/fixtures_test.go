@@ -1,4 +1,4 @@
-package faults
+package e2e
 
 import (
 	"fmt"
@@ -85,6 +85,16 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintf(w, "name=%s host=%s path=%s\n", b.name, r.Host, r.URL.Path)
+}
+
+var echoRE = regexp.MustCompile(`^name=(\S+) host=\S* path=(\S*)\n$`)
+
+// echoed is "NAME PATH" of a modeEcho answer, or the body as it is when it is not one.
+func echoed(body string) string {
+	if m := echoRE.FindStringSubmatch(body); m != nil {
+		return m[1] + " " + m[2]
+	}
+	return body
 }
 
 // setUp starts or stops serving. Down means connections refused: the listener and every open

@@ -1,5 +1,5 @@
 //go:build race
 
-package faults
+package e2e
 
 func init() { raceEnabled = true }

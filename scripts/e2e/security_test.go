@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -28,10 +27,10 @@ func TestSecurity(t *testing.T) {
 		"--etcd-peer-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")))
 	caFile := filepath.Join(pkiDir, "ca.crt")
 	reader := []string{"--ca-file", caFile, "--token", readerTok}
-	eventually(t, 30*time.Second, func() bool { _, _, code := ctl(t, cpAddr, append(reader, "list")...); return code == 0 }, "control plane did not come up")
+	eventually(t, 30*time.Second, func() bool { return ctl(t, cpAddr, append(reader, "list")...).code == 0 }, "control plane did not come up")
 
 	bport := freePort(t, "127.0.0.12")
-	backend(t, fmt.Sprintf("127.0.0.12:%d", bport), "C")
+	newBackend(t, "C", fmt.Sprintf("127.0.0.12:%d", bport), modeEcho)
 	web := freePort(t, "127.0.0.5")
 	doc := writeFile(t, "gw.yaml", fmt.Sprintf(`
 name: appgw1
@@ -42,18 +41,17 @@ requestRoutingRules: [{name: r1, ruleType: Basic, priority: 1, httpListener: web
 `, web, bport))
 
 	// A reader may not apply; an admin token may.
-	_, stderr, code := ctl(t, cpAddr, append(reader, "apply", "-f", doc)...)
-	if code != 1 || !strings.Contains(stderr, "permission denied") {
-		t.Fatalf("apply with the reader token: exit %d\n%s", code, stderr)
+	if r := ctl(t, cpAddr, append(reader, "apply", "-f", doc)...); r.code != 1 || !strings.Contains(r.stderr, "permission denied") {
+		t.Fatalf("apply with the reader token: exit %d\n%s", r.code, r.stderr)
 	}
-	if _, stderr, code := ctl(t, cpAddr, "--ca-file", caFile, "list"); code != 1 || !strings.Contains(stderr, "not authenticated") {
-		t.Fatalf("list without credentials: exit %d\n%s", code, stderr)
+	if r := ctl(t, cpAddr, "--ca-file", caFile, "list"); r.code != 1 || !strings.Contains(r.stderr, "not authenticated") {
+		t.Fatalf("list without credentials: exit %d\n%s", r.code, r.stderr)
 	}
-	if _, _, code := ctl(t, cpAddr, "--insecure", "--timeout", "2s", "list"); code != 1 {
-		t.Fatalf("plaintext list: exit %d", code)
+	if r := ctl(t, cpAddr, "--insecure", "--timeout", "2s", "list"); r.code != 1 {
+		t.Fatalf("plaintext list: exit %d", r.code)
 	}
-	if out, stderr, code := ctl(t, cpAddr, "--ca-file", caFile, "--token", adminTok, "apply", "-f", doc); code != 0 {
-		t.Fatalf("apply with the admin token: exit %d\n%s%s", code, out, stderr)
+	if r := ctl(t, cpAddr, "--ca-file", caFile, "--token", adminTok, "apply", "-f", doc); r.code != 0 {
+		t.Fatalf("apply with the admin token: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
 	// The worker with dp-1's own certificate serves; the same certificate cannot report as dp-2.
@@ -63,16 +61,16 @@ requestRoutingRules: [{name: r1, ruleType: Basic, priority: 1, httpListener: web
 	impostor := start(t, "dp-2", "dataplane", append([]string{"--controlplane", cpAddr, "--gateway", "appgw1", "--id", "dp-2",
 		"--bind-address", "127.0.0.6"}, workerTLS...)...)
 	url := fmt.Sprintf("http://127.0.0.5:%d/x", web)
-	eventually(t, 15*time.Second, func() bool { body, code := get(url, ""); return code == 200 && body == "C /x" }, "dp-1 does not serve")
+	eventually(t, 15*time.Second, func() bool { body, code := get(url); return code == 200 && echoed(body) == "C /x" }, "dp-1 does not serve")
 	eventually(t, 15*time.Second, func() bool {
-		b, _ := os.ReadFile(impostor.log)
-		return strings.Contains(string(b), "PermissionDenied") && strings.Contains(string(b), `may not connect as worker \"dp-2\"`)
+		b := impostor.logText()
+		return strings.Contains(b, "PermissionDenied") && strings.Contains(b, `may not connect as worker \"dp-2\"`)
 	}, "dp-2 with dp-1's certificate was not refused")
-	if fleet, _, _ := ctl(t, cpAddr, append(reader, "dataplanes", "appgw1")...); !strings.Contains(fleet, "dp-1") || strings.Contains(fleet, "dp-2") {
+	if fleet := ctl(t, cpAddr, append(reader, "dataplanes", "appgw1")...).stdout; !strings.Contains(fleet, "dp-1") || strings.Contains(fleet, "dp-2") {
 		t.Fatalf("dataplanes:\n%s", fleet)
 	}
-	if b, _ := os.ReadFile(cp.log); !strings.Contains(string(b), "access denied") || !strings.Contains(string(b), `Connect as dp-2`) {
-		t.Fatalf("the control plane did not log the refusal:\n%s", tail(string(b), 30))
+	if b := cp.logText(); !strings.Contains(b, "access denied") || !strings.Contains(b, `Connect as dp-2`) {
+		t.Fatalf("the control plane did not log the refusal:\n%s", tail(b, 30))
 	}
 
 	// A worker without a certificate does not start.

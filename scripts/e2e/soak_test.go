@@ -1,4 +1,4 @@
-package faults
+package e2e
 
 import (
 	"context"
@@ -30,7 +30,7 @@ type resources struct {
 // request fails that the down server does not explain, no acknowledged apply is lost, the fleet
 // converges, and neither memory nor goroutines grow without bound.
 func TestSoak(t *testing.T) {
-	needBinaries(t)
+	faultTest(t)
 	dur := soakDuration()
 	const n = "127.0.65."
 	cpAddr := fmt.Sprintf("%s5:%d", n, freePort(t, n+"5"))

@@ -1,4 +1,4 @@
-package faults
+package e2e
 
 import (
 	"fmt"
@@ -9,8 +9,8 @@ import (
 // Workers die (SIGKILL) or freeze (SIGSTOP: the process holds its connection open and says nothing)
 // and their health reports leave the fleet view: the fleet's verdict rests on the workers still
 // reporting, and is Unknown once none is.
-func TestWorkerKillAndFreeze(t *testing.T) {
-	needBinaries(t)
+func TestFaultWorkerKillAndFreeze(t *testing.T) {
+	faultTest(t)
 	const n = "127.0.63."
 	const leaseTTL = 2
 	cpAddr := fmt.Sprintf("%s5:%d", n, freePort(t, n+"5"))
