@@ -15,33 +15,70 @@ import (
 )
 
 // HealthCache follows every worker's stored health view (written by whichever replica holds its
-// stream) so that BackendHealth is answered from memory, on any replica, for the whole fleet.
+// stream) so that BackendHealth is answered from memory, on any replica, for the whole fleet. Views
+// are kept per gateway in a GatewayHealth: compact, with per-server summaries updated as each view
+// changes.
 type HealthCache struct {
 	log *slog.Logger
 
-	mu    sync.RWMutex
-	views map[string]map[string]*fgv1.HealthReport // gateway -> worker id -> view
-	ready chan struct{}
-	once  sync.Once
+	mu       sync.RWMutex
+	gateways map[string]*GatewayHealth
+	ready    chan struct{}
+	once     sync.Once
 }
 
 // NewHealthCache returns an empty cache; Run fills it.
 func NewHealthCache(log *slog.Logger) *HealthCache {
-	return &HealthCache{log: log, views: map[string]map[string]*fgv1.HealthReport{}, ready: make(chan struct{})}
+	return &HealthCache{log: log, gateways: map[string]*GatewayHealth{}, ready: make(chan struct{})}
 }
 
 // Ready is closed after the first full read.
 func (c *HealthCache) Ready() <-chan struct{} { return c.ready }
 
-// Views returns the views of a gateway's workers. The map and views must not be modified.
-func (c *HealthCache) Views(gateway string) map[string]*fgv1.HealthReport {
+// Gateway returns the health views of a gateway's workers (empty if there are none). Read them with
+// GatewayHealth.Read.
+func (c *HealthCache) Gateway(gateway string) *GatewayHealth {
 	c.mu.RLock()
-	defer c.mu.RUnlock()
-	out := make(map[string]*fgv1.HealthReport, len(c.views[gateway]))
-	for id, v := range c.views[gateway] {
-		out[id] = v
+	g := c.gateways[gateway]
+	c.mu.RUnlock()
+	if g == nil {
+		return NewGatewayHealth()
 	}
+	return g
+}
+
+// Views returns the views of a gateway's workers, rebuilt as messages: costly for a large fleet
+// (BackendHealth reads Gateway instead). The map and views may be modified.
+func (c *HealthCache) Views(gateway string) map[string]*fgv1.HealthReport {
+	out := map[string]*fgv1.HealthReport{}
+	c.Gateway(gateway).Read(func(r HealthReader) {
+		for _, id := range r.IDs() {
+			out[id] = r.Report(id)
+		}
+	})
 	return out
+}
+
+// set records a view, creating the gateway.
+func (c *HealthCache) set(gateway, id string, rep *fgv1.HealthReport) {
+	c.mu.Lock()
+	g := c.gateways[gateway]
+	if g == nil {
+		g = NewGatewayHealth()
+		c.gateways[gateway] = g
+	}
+	c.mu.Unlock()
+	g.Set(id, rep)
+}
+
+// remove forgets a view.
+func (c *HealthCache) remove(gateway, id string) {
+	c.mu.RLock()
+	g := c.gateways[gateway]
+	c.mu.RUnlock()
+	if g != nil {
+		g.Remove(id)
+	}
 }
 
 // Run lists and watches the health prefix until ctx ends.
@@ -71,7 +108,7 @@ func (c *HealthCache) follow(ctx context.Context, cli *clientv3.Client) error {
 	if err != nil {
 		return err
 	}
-	views := map[string]map[string]*fgv1.HealthReport{}
+	gateways := map[string]*GatewayHealth{}
 	for _, kv := range resp.Kvs {
 		gw, id, ok := splitHealthKey(kv.Key)
 		rep := &fgv1.HealthReport{}
@@ -79,13 +116,13 @@ func (c *HealthCache) follow(ctx context.Context, cli *clientv3.Client) error {
 			c.log.Error("skipping undecodable health view", "key", string(kv.Key))
 			continue
 		}
-		if views[gw] == nil {
-			views[gw] = map[string]*fgv1.HealthReport{}
+		if gateways[gw] == nil {
+			gateways[gw] = NewGatewayHealth()
 		}
-		views[gw][id] = rep
+		gateways[gw].Set(id, rep)
 	}
 	c.mu.Lock()
-	c.views = views
+	c.gateways = gateways
 	c.mu.Unlock()
 	c.once.Do(func() { close(c.ready) })
 
@@ -101,9 +138,7 @@ func (c *HealthCache) follow(ctx context.Context, cli *clientv3.Client) error {
 				continue
 			}
 			if ev.Type == clientv3.EventTypeDelete {
-				c.mu.Lock()
-				delete(c.views[gw], id)
-				c.mu.Unlock()
+				c.remove(gw, id)
 				continue
 			}
 			rep := &fgv1.HealthReport{}
@@ -111,12 +146,7 @@ func (c *HealthCache) follow(ctx context.Context, cli *clientv3.Client) error {
 				c.log.Error("skipping undecodable health view", "key", string(ev.Kv.Key), "err", err)
 				continue
 			}
-			c.mu.Lock()
-			if c.views[gw] == nil {
-				c.views[gw] = map[string]*fgv1.HealthReport{}
-			}
-			c.views[gw][id] = rep
-			c.mu.Unlock()
+			c.set(gw, id, rep)
 		}
 	}
 	return errors.New("watch channel closed")
@@ -127,8 +157,8 @@ func (c *HealthCache) Count() float64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	n := 0
-	for _, v := range c.views {
-		n += len(v)
+	for _, g := range c.gateways {
+		n += g.Len()
 	}
 	return float64(n)
 }
