@@ -8,9 +8,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/metadata"
 
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
+
+// healthDetailHeader is the request metadata asking BackendHealth for every worker's view
+// (server.HealthDetailHeader).
+const healthDetailHeader = "fleetgate-health-detail"
 
 // Health values of backend servers, as Azure spells them.
 const (
@@ -49,6 +54,9 @@ Unknown), 1 when the health could not be read.`,
 			}
 			fetch := func() (resp *fgv1.BackendHealthResponse, err error) {
 				err = a.call(cmd.Context(), func(ctx context.Context, c fgv1.ConfigServiceClient) (err error) {
+					// Every worker's view: the table counts them and shows the newest probe (the
+					// control plane's default for a large fleet is its summary per server).
+					ctx = metadata.AppendToOutgoingContext(ctx, healthDetailHeader, "dataplanes")
 					resp, err = c.BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: name, Pool: pool})
 					return err
 				})

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/controlplane/fleet"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
@@ -43,16 +44,27 @@ func (s *configService) DrainStatus(ctx context.Context, req *fgv1.DrainStatusRe
 	if _, err := s.store.Get(ctx, req.GetGateway()); err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	return &fgv1.DrainStatusResponse{Servers: Drains(s.health.Views(req.GetGateway()))}, nil
+	var drains map[string][]*fgv1.DrainReport
+	s.health.Gateway(req.GetGateway()).Read(func(r fleet.HealthReader) { drains = r.Drains() })
+	return &fgv1.DrainStatusResponse{Servers: drainsOf(drains)}, nil
 }
 
 type drainKey struct{ pool, settings, address string }
 
 // Drains sums the workers' drain reports per (pool, settings, server).
 func Drains(views map[string]*fgv1.HealthReport) []*fgv1.DrainingServer {
+	drains := make(map[string][]*fgv1.DrainReport, len(views))
+	for id, rep := range views {
+		drains[id] = rep.GetDrains()
+	}
+	return drainsOf(drains)
+}
+
+// drainsOf sums drain reports (by worker id) per (pool, settings, server).
+func drainsOf(byWorker map[string][]*fgv1.DrainReport) []*fgv1.DrainingServer {
 	byKey := map[drainKey]*fgv1.DrainingServer{}
-	for _, rep := range views {
-		for _, d := range rep.GetDrains() {
+	for _, reports := range byWorker {
+		for _, d := range reports {
 			k := drainKey{d.GetPool(), d.GetSettings(), d.GetAddress()}
 			ds := byKey[k]
 			if ds == nil {

@@ -2,15 +2,14 @@ package server
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"sort"
 	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/controlplane/fleet"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
@@ -26,19 +25,59 @@ const (
 // maxHistory is how many transitions BackendHealthHistory returns.
 const maxHistory = 50
 
-// BackendHealth aggregates every connected worker's fresh view into the fleet's.
+// HealthDetailHeader is the request metadata key by which a BackendHealth caller chooses whether
+// the answer lists every worker's view of every server (BackendServerHealth.dataplanes):
+// HealthDetailDataplanes lists them, HealthDetailSummary gives the fleet summary per server only.
+// Without it, the views are listed while the answer holds at most 10,000 of them (a small fleet
+// sees no change), and the summary is given beyond. The answer's header metadata carries the same
+// key with what it holds. BackendHealthRequest has no field for this yet.
+const HealthDetailHeader = "fleetgate-health-detail"
+
+// Values of HealthDetailHeader.
+const (
+	HealthDetailDataplanes = "dataplanes"
+	HealthDetailSummary    = "summary"
+)
+
+// BackendHealth answers from the health cache's per-server summaries, kept up to date as each
+// worker's view changes, and the gateway's configuration.
 func (s *configService) BackendHealth(ctx context.Context, req *fgv1.BackendHealthRequest) (*fgv1.BackendHealthResponse, error) {
+	mode := detailAuto
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(HealthDetailHeader); len(v) > 0 {
+			switch strings.ToLower(v[len(v)-1]) {
+			case HealthDetailDataplanes:
+				mode = detailAlways
+			case HealthDetailSummary:
+				mode = detailNever
+			default:
+				return nil, status.Errorf(codes.InvalidArgument, "%s: %q is neither %q nor %q", HealthDetailHeader, v[len(v)-1], HealthDetailDataplanes, HealthDetailSummary)
+			}
+		}
+	}
 	st, err := s.store.Get(ctx, req.GetGateway())
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	views := s.health.Views(req.GetGateway())
-	resp := Aggregate(st.Gateway, views, req.GetPool())
-	markDraining(resp, Drains(views), req.GetPool())
+	var (
+		resp   *fgv1.BackendHealthResponse
+		detail bool
+		drains map[string][]*fgv1.DrainReport
+	)
+	s.health.Gateway(req.GetGateway()).Read(func(r fleet.HealthReader) {
+		resp, detail = render(st.Gateway, r, req.GetPool(), mode)
+		drains = r.Drains()
+	})
+	markDraining(resp, drainsOf(drains), req.GetPool())
 	resp.Revision = st.Revision
 	if req.GetPool() != "" && len(resp.Pools) == 0 {
 		return nil, status.Errorf(codes.NotFound, "pool %q: not in gateway %q", req.GetPool(), req.GetGateway())
 	}
+	held := HealthDetailSummary
+	if detail {
+		held = HealthDetailDataplanes
+	}
+	_ = grpc.SetHeader(ctx, metadata.Pairs(HealthDetailHeader, held))
 	return resp, nil
 }
 
@@ -47,136 +86,7 @@ func (s *configService) BackendHealthHistory(ctx context.Context, req *fgv1.Back
 	if req.GetAddress() == "" {
 		return nil, status.Error(codes.InvalidArgument, "address: is required (host:port or host)")
 	}
-	return &fgv1.BackendHealthHistoryResponse{Transitions: History(s.health.Views(req.GetGateway()), req.GetAddress())}, nil
-}
-
-type pairKey struct{ settings, address string }
-
-type view struct {
-	dataplane string
-	server    *fgv1.ServerHealthReport
-}
-
-// Aggregate computes the fleet's health of a gateway's servers from its workers' views (by worker
-// id): pools, then the settings rules use them with, then servers, in configuration order.
-// A server is Healthy when every worker with a result sees it healthy, Unhealthy when every one sees
-// it unhealthy, Partial when they disagree, and Unknown when no worker has a result.
-func Aggregate(gw *fgv1.Gateway, views map[string]*fgv1.HealthReport, pool string) *fgv1.BackendHealthResponse {
-	byPair := map[pairKey][]view{}
-	ids := make([]string, 0, len(views))
-	for id := range views {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		for _, srv := range views[id].GetServers() {
-			k := pairKey{srv.GetSettings(), srv.GetAddress()}
-			byPair[k] = append(byPair[k], view{dataplane: id, server: srv})
-		}
-	}
-	resp := &fgv1.BackendHealthResponse{Gateway: gw.GetName()}
-	for _, pu := range config.PoolUses(gw) {
-		if pool != "" && pu.Pool.GetName() != pool {
-			continue
-		}
-		ph := &fgv1.BackendPoolHealth{Name: pu.Pool.GetName()}
-		for _, set := range pu.Settings {
-			sh := &fgv1.BackendSettingsHealth{Name: set.GetName()}
-			for _, a := range pu.Pool.GetBackendAddresses() {
-				addr := config.ServerAddress(a, set.GetPort())
-				sh.Servers = append(sh.Servers, serverHealth(addr, byPair[pairKey{set.GetName(), addr}], len(views)))
-			}
-			ph.Settings = append(ph.Settings, sh)
-		}
-		for _, set := range pu.L4Settings {
-			sh := &fgv1.BackendSettingsHealth{Name: set.GetName()}
-			for _, a := range pu.Pool.GetBackendAddresses() {
-				addr := config.ServerAddress(a, set.GetPort())
-				sh.Servers = append(sh.Servers, serverHealth(addr, byPair[pairKey{set.GetName(), addr}], len(views)))
-			}
-			ph.Settings = append(ph.Settings, sh)
-		}
-		resp.Pools = append(resp.Pools, ph)
-	}
-	return resp
-}
-
-func serverHealth(addr string, vs []view, workers int) *fgv1.BackendServerHealth {
-	out := &fgv1.BackendServerHealth{Address: addr}
-	var healthy, unhealthy, pending []string
-	var firstBad *fgv1.ServerHealthReport
-	for _, v := range vs {
-		out.Dataplanes = append(out.Dataplanes, &fgv1.DataPlaneServerHealth{
-			Dataplane: v.dataplane,
-			Health:    v.server.GetHealth(),
-			Reason:    v.server.GetReason(),
-			Message:   v.server.GetMessage(),
-			LastProbe: v.server.GetLastProbe(),
-		})
-		switch v.server.GetHealth() {
-		case HealthHealthy:
-			healthy = append(healthy, v.dataplane)
-		case HealthUnhealthy:
-			unhealthy = append(unhealthy, v.dataplane)
-			if firstBad == nil {
-				firstBad = v.server
-			}
-		default:
-			pending = append(pending, v.dataplane)
-		}
-	}
-	out.HealthyDataplanes = int32(len(healthy))
-	switch {
-	case len(vs) == 0 && workers == 0:
-		out.Health = HealthUnknown
-		out.HealthProbeLog = "no data-plane worker is connected with a fresh health report"
-	case len(vs) == 0:
-		out.Health = HealthUnknown
-		out.HealthProbeLog = fmt.Sprintf("none of the %d reporting workers probes this server", workers)
-	case len(healthy) == 0 && len(unhealthy) == 0:
-		out.Health = HealthUnknown
-		out.HealthProbeLog = fmt.Sprintf("probe pending on %s", strings.Join(pending, ", "))
-	case len(unhealthy) == 0:
-		out.Health = HealthHealthy
-		out.HealthProbeLog = "Success. Received 200 status code"
-		if m := vs[0].server.GetMessage(); m != "" {
-			out.HealthProbeLog = m
-		}
-	case len(healthy) == 0:
-		out.Health = HealthUnhealthy
-		out.Reason, out.HealthProbeLog = firstBad.GetReason(), firstBad.GetMessage()
-	default:
-		out.Health = HealthPartial
-		out.Reason = firstBad.GetReason()
-		out.HealthProbeLog = fmt.Sprintf("healthy on %s; unhealthy on %s: %s",
-			strings.Join(healthy, ", "), strings.Join(unhealthy, ", "), firstBad.GetMessage())
-	}
-	return out
-}
-
-// History merges the transitions of a server ("host:port", or a host for every port) that every
-// worker kept, oldest first, the latest maxHistory.
-func History(views map[string]*fgv1.HealthReport, address string) []*fgv1.HealthTransition {
 	var out []*fgv1.HealthTransition
-	for _, rep := range views {
-		for _, srv := range rep.GetServers() {
-			if srv.GetAddress() != address {
-				if h, _, err := net.SplitHostPort(srv.GetAddress()); err != nil || h != address {
-					continue
-				}
-			}
-			out = append(out, srv.GetTransitions()...)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i].GetAt().AsTime(), out[j].GetAt().AsTime()
-		if a.Equal(b) {
-			return out[i].GetDataplane() < out[j].GetDataplane()
-		}
-		return a.Before(b)
-	})
-	if len(out) > maxHistory {
-		out = out[len(out)-maxHistory:]
-	}
-	return out
+	s.health.Gateway(req.GetGateway()).Read(func(r fleet.HealthReader) { out = history(r, req.GetAddress()) })
+	return &fgv1.BackendHealthHistoryResponse{Transitions: out}, nil
 }
