@@ -640,7 +640,12 @@ type DataPlane struct {
 	// Control-plane replica it is connected to.
 	Controlplane string `protobuf:"bytes,8,opt,name=controlplane,proto3" json:"controlplane,omitempty"`
 	// When it connected.
-	ConnectedAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// It said it is leaving (shutting down): it finishes its requests in flight and gets no new
+	// configuration; its health view no longer counts.
+	Leaving bool `protobuf:"varint,10,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	// Why it is leaving.
+	LeavingReason string `protobuf:"bytes,11,opt,name=leaving_reason,json=leavingReason,proto3" json:"leaving_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -738,6 +743,20 @@ func (x *DataPlane) GetConnectedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *DataPlane) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
+func (x *DataPlane) GetLeavingReason() string {
+	if x != nil {
+		return x.LeavingReason
+	}
+	return ""
+}
+
 var File_fleetgate_v1_config_service_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_config_service_proto_rawDesc = "" +
@@ -780,7 +799,7 @@ const file_fleetgate_v1_config_service_proto_rawDesc = "" +
 	"\x16ListDataPlanesResponse\x127\n" +
 	"\n" +
 	"dataplanes\x18\x01 \x03(\v2\x17.fleetgate.v1.DataPlaneR\n" +
-	"dataplanes\"\xce\x02\n" +
+	"dataplanes\"\x8f\x03\n" +
 	"\tDataPlane\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x18\n" +
@@ -791,7 +810,10 @@ const file_fleetgate_v1_config_service_proto_rawDesc = "" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12)\n" +
 	"\x10rejected_version\x18\a \x01(\x03R\x0frejectedVersion\x12\"\n" +
 	"\fcontrolplane\x18\b \x01(\tR\fcontrolplane\x12=\n" +
-	"\fconnected_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt2\xe7\a\n" +
+	"\fconnected_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12\x18\n" +
+	"\aleaving\x18\n" +
+	" \x01(\bR\aleaving\x12%\n" +
+	"\x0eleaving_reason\x18\v \x01(\tR\rleavingReason2\xe7\a\n" +
 	"\rConfigService\x12U\n" +
 	"\fApplyGateway\x12!.fleetgate.v1.ApplyGatewayRequest\x1a\".fleetgate.v1.ApplyGatewayResponse\x12O\n" +
 	"\n" +

@@ -34,6 +34,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Nack
 	//	*ConnectRequest_Health
 	//	*ConnectRequest_ProbeReply
+	//	*ConnectRequest_Leaving
 	Kind          isConnectRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -121,6 +122,15 @@ func (x *ConnectRequest) GetProbeReply() *ProbeReply {
 	return nil
 }
 
+func (x *ConnectRequest) GetLeaving() *Leaving {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectRequest_Leaving); ok {
+			return x.Leaving
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Kind interface {
 	isConnectRequest_Kind()
 }
@@ -150,6 +160,11 @@ type ConnectRequest_ProbeReply struct {
 	ProbeReply *ProbeReply `protobuf:"bytes,5,opt,name=probe_reply,json=probeReply,proto3,oneof"`
 }
 
+type ConnectRequest_Leaving struct {
+	// The worker is shutting down.
+	Leaving *Leaving `protobuf:"bytes,6,opt,name=leaving,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_Ack) isConnectRequest_Kind() {}
@@ -159,6 +174,8 @@ func (*ConnectRequest_Nack) isConnectRequest_Kind() {}
 func (*ConnectRequest_Health) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_ProbeReply) isConnectRequest_Kind() {}
+
+func (*ConnectRequest_Leaving) isConnectRequest_Kind() {}
 
 // Hello identifies the worker.
 type Hello struct {
@@ -334,6 +351,55 @@ func (x *Nack) GetError() string {
 	return ""
 }
 
+// Leaving says the worker is shutting down: it takes no new connections and finishes the requests in
+// flight within its grace period, then closes the stream. The control plane sends it nothing more to
+// apply and stops counting its health view at once. A worker that reconnects while leaving says it
+// again right after its hello.
+type Leaving struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why, for the log and the fleet view (e.g. "SIGTERM").
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leaving) Reset() {
+	*x = Leaving{}
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leaving) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leaving) ProtoMessage() {}
+
+func (x *Leaving) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leaving.ProtoReflect.Descriptor instead.
+func (*Leaving) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Leaving) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ConnectResponse is a message from the control plane.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -343,6 +409,7 @@ type ConnectResponse struct {
 	//
 	//	*ConnectResponse_Snapshot
 	//	*ConnectResponse_ProbeCall
+	//	*ConnectResponse_Reconnect
 	Kind          isConnectResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -350,7 +417,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +429,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[4]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +442,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{4}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConnectResponse) GetKind() isConnectResponse_Kind {
@@ -403,6 +470,15 @@ func (x *ConnectResponse) GetProbeCall() *ProbeCall {
 	return nil
 }
 
+func (x *ConnectResponse) GetReconnect() *Reconnect {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectResponse_Reconnect); ok {
+			return x.Reconnect
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Kind interface {
 	isConnectResponse_Kind()
 }
@@ -417,9 +493,64 @@ type ConnectResponse_ProbeCall struct {
 	ProbeCall *ProbeCall `protobuf:"bytes,2,opt,name=probe_call,json=probeCall,proto3,oneof"`
 }
 
+type ConnectResponse_Reconnect struct {
+	// This replica is going away: connect to another one now.
+	Reconnect *Reconnect `protobuf:"bytes,3,opt,name=reconnect,proto3,oneof"`
+}
+
 func (*ConnectResponse_Snapshot) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_ProbeCall) isConnectResponse_Kind() {}
+
+func (*ConnectResponse_Reconnect) isConnectResponse_Kind() {}
+
+// Reconnect is a control-plane replica handing its workers off as it shuts down: the stream ends
+// right after it, and the worker connects again at once (without its reconnect backoff), to another
+// replica since this one no longer accepts connections.
+type Reconnect struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why, for the log (e.g. "control-plane replica cp-a is shutting down").
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reconnect) Reset() {
+	*x = Reconnect{}
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reconnect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reconnect) ProtoMessage() {}
+
+func (x *Reconnect) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
+func (*Reconnect) Descriptor() ([]byte, []int) {
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Reconnect) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 // Snapshot is a versioned configuration of one gateway.
 type Snapshot struct {
@@ -440,7 +571,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +583,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[5]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +596,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{5}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Snapshot) GetVersion() int64 {
@@ -522,7 +653,7 @@ type HealthReport struct {
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +665,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[6]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +678,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{6}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HealthReport) GetVersion() int64 {
@@ -607,7 +738,7 @@ type DrainReport struct {
 
 func (x *DrainReport) Reset() {
 	*x = DrainReport{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +750,7 @@ func (x *DrainReport) String() string {
 func (*DrainReport) ProtoMessage() {}
 
 func (x *DrainReport) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[7]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +763,7 @@ func (x *DrainReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainReport.ProtoReflect.Descriptor instead.
 func (*DrainReport) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{7}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DrainReport) GetPool() string {
@@ -730,7 +861,7 @@ type ServerHealthReport struct {
 
 func (x *ServerHealthReport) Reset() {
 	*x = ServerHealthReport{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +873,7 @@ func (x *ServerHealthReport) String() string {
 func (*ServerHealthReport) ProtoMessage() {}
 
 func (x *ServerHealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[8]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +886,7 @@ func (x *ServerHealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerHealthReport.ProtoReflect.Descriptor instead.
 func (*ServerHealthReport) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{8}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ServerHealthReport) GetSettings() string {
@@ -829,7 +960,7 @@ type ProbeCall struct {
 
 func (x *ProbeCall) Reset() {
 	*x = ProbeCall{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +972,7 @@ func (x *ProbeCall) String() string {
 func (*ProbeCall) ProtoMessage() {}
 
 func (x *ProbeCall) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[9]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +985,7 @@ func (x *ProbeCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeCall.ProtoReflect.Descriptor instead.
 func (*ProbeCall) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{9}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProbeCall) GetId() string {
@@ -893,7 +1024,7 @@ type ProbeReply struct {
 
 func (x *ProbeReply) Reset() {
 	*x = ProbeReply{}
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1036,7 @@ func (x *ProbeReply) String() string {
 func (*ProbeReply) ProtoMessage() {}
 
 func (x *ProbeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[10]
+	mi := &file_fleetgate_v1_dataplane_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1049,7 @@ func (x *ProbeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeReply.ProtoReflect.Descriptor instead.
 func (*ProbeReply) Descriptor() ([]byte, []int) {
-	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{10}
+	return file_fleetgate_v1_dataplane_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProbeReply) GetId() string {
@@ -946,14 +1077,15 @@ var File_fleetgate_v1_dataplane_service_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\n" +
-	"$fleetgate/v1/dataplane_service.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\x1a\x19fleetgate/v1/health.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x02\n" +
+	"$fleetgate/v1/dataplane_service.proto\x12\ffleetgate.v1\x1a\x1afleetgate/v1/gateway.proto\x1a\x19fleetgate/v1/health.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x02\n" +
 	"\x0eConnectRequest\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.fleetgate.v1.HelloH\x00R\x05hello\x12%\n" +
 	"\x03ack\x18\x02 \x01(\v2\x11.fleetgate.v1.AckH\x00R\x03ack\x12(\n" +
 	"\x04nack\x18\x03 \x01(\v2\x12.fleetgate.v1.NackH\x00R\x04nack\x124\n" +
 	"\x06health\x18\x04 \x01(\v2\x1a.fleetgate.v1.HealthReportH\x00R\x06health\x12;\n" +
 	"\vprobe_reply\x18\x05 \x01(\v2\x18.fleetgate.v1.ProbeReplyH\x00R\n" +
-	"probeReplyB\x06\n" +
+	"probeReply\x121\n" +
+	"\aleaving\x18\x06 \x01(\v2\x15.fleetgate.v1.LeavingH\x00R\aleavingB\x06\n" +
 	"\x04kind\"\x87\x01\n" +
 	"\x05Hello\x12!\n" +
 	"\fdataplane_id\x18\x01 \x01(\tR\vdataplaneId\x12\x18\n" +
@@ -964,12 +1096,17 @@ const file_fleetgate_v1_dataplane_service_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\"6\n" +
 	"\x04Nack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\x89\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"!\n" +
+	"\aLeaving\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xc2\x01\n" +
 	"\x0fConnectResponse\x124\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x16.fleetgate.v1.SnapshotH\x00R\bsnapshot\x128\n" +
 	"\n" +
-	"probe_call\x18\x02 \x01(\v2\x17.fleetgate.v1.ProbeCallH\x00R\tprobeCallB\x06\n" +
-	"\x04kind\"\xc4\x01\n" +
+	"probe_call\x18\x02 \x01(\v2\x17.fleetgate.v1.ProbeCallH\x00R\tprobeCall\x127\n" +
+	"\treconnect\x18\x03 \x01(\v2\x17.fleetgate.v1.ReconnectH\x00R\treconnectB\x06\n" +
+	"\x04kind\"#\n" +
+	"\tReconnect\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xc4\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12/\n" +
 	"\agateway\x18\x02 \x01(\v2\x15.fleetgate.v1.GatewayR\agateway\x12\x18\n" +
@@ -1029,49 +1166,53 @@ func file_fleetgate_v1_dataplane_service_proto_rawDescGZIP() []byte {
 	return file_fleetgate_v1_dataplane_service_proto_rawDescData
 }
 
-var file_fleetgate_v1_dataplane_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_fleetgate_v1_dataplane_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_fleetgate_v1_dataplane_service_proto_goTypes = []any{
 	(*ConnectRequest)(nil),        // 0: fleetgate.v1.ConnectRequest
 	(*Hello)(nil),                 // 1: fleetgate.v1.Hello
 	(*Ack)(nil),                   // 2: fleetgate.v1.Ack
 	(*Nack)(nil),                  // 3: fleetgate.v1.Nack
-	(*ConnectResponse)(nil),       // 4: fleetgate.v1.ConnectResponse
-	(*Snapshot)(nil),              // 5: fleetgate.v1.Snapshot
-	(*HealthReport)(nil),          // 6: fleetgate.v1.HealthReport
-	(*DrainReport)(nil),           // 7: fleetgate.v1.DrainReport
-	(*ServerHealthReport)(nil),    // 8: fleetgate.v1.ServerHealthReport
-	(*ProbeCall)(nil),             // 9: fleetgate.v1.ProbeCall
-	(*ProbeReply)(nil),            // 10: fleetgate.v1.ProbeReply
-	(*Gateway)(nil),               // 11: fleetgate.v1.Gateway
-	(*AdminDrain)(nil),            // 12: fleetgate.v1.AdminDrain
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*HealthTransition)(nil),      // 14: fleetgate.v1.HealthTransition
-	(*ProbeResult)(nil),           // 15: fleetgate.v1.ProbeResult
+	(*Leaving)(nil),               // 4: fleetgate.v1.Leaving
+	(*ConnectResponse)(nil),       // 5: fleetgate.v1.ConnectResponse
+	(*Reconnect)(nil),             // 6: fleetgate.v1.Reconnect
+	(*Snapshot)(nil),              // 7: fleetgate.v1.Snapshot
+	(*HealthReport)(nil),          // 8: fleetgate.v1.HealthReport
+	(*DrainReport)(nil),           // 9: fleetgate.v1.DrainReport
+	(*ServerHealthReport)(nil),    // 10: fleetgate.v1.ServerHealthReport
+	(*ProbeCall)(nil),             // 11: fleetgate.v1.ProbeCall
+	(*ProbeReply)(nil),            // 12: fleetgate.v1.ProbeReply
+	(*Gateway)(nil),               // 13: fleetgate.v1.Gateway
+	(*AdminDrain)(nil),            // 14: fleetgate.v1.AdminDrain
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*HealthTransition)(nil),      // 16: fleetgate.v1.HealthTransition
+	(*ProbeResult)(nil),           // 17: fleetgate.v1.ProbeResult
 }
 var file_fleetgate_v1_dataplane_service_proto_depIdxs = []int32{
 	1,  // 0: fleetgate.v1.ConnectRequest.hello:type_name -> fleetgate.v1.Hello
 	2,  // 1: fleetgate.v1.ConnectRequest.ack:type_name -> fleetgate.v1.Ack
 	3,  // 2: fleetgate.v1.ConnectRequest.nack:type_name -> fleetgate.v1.Nack
-	6,  // 3: fleetgate.v1.ConnectRequest.health:type_name -> fleetgate.v1.HealthReport
-	10, // 4: fleetgate.v1.ConnectRequest.probe_reply:type_name -> fleetgate.v1.ProbeReply
-	5,  // 5: fleetgate.v1.ConnectResponse.snapshot:type_name -> fleetgate.v1.Snapshot
-	9,  // 6: fleetgate.v1.ConnectResponse.probe_call:type_name -> fleetgate.v1.ProbeCall
-	11, // 7: fleetgate.v1.Snapshot.gateway:type_name -> fleetgate.v1.Gateway
-	12, // 8: fleetgate.v1.Snapshot.drains:type_name -> fleetgate.v1.AdminDrain
-	8,  // 9: fleetgate.v1.HealthReport.servers:type_name -> fleetgate.v1.ServerHealthReport
-	7,  // 10: fleetgate.v1.HealthReport.drains:type_name -> fleetgate.v1.DrainReport
-	13, // 11: fleetgate.v1.DrainReport.started_at:type_name -> google.protobuf.Timestamp
-	13, // 12: fleetgate.v1.DrainReport.deadline:type_name -> google.protobuf.Timestamp
-	13, // 13: fleetgate.v1.ServerHealthReport.last_probe:type_name -> google.protobuf.Timestamp
-	14, // 14: fleetgate.v1.ServerHealthReport.transitions:type_name -> fleetgate.v1.HealthTransition
-	15, // 15: fleetgate.v1.ProbeReply.result:type_name -> fleetgate.v1.ProbeResult
-	0,  // 16: fleetgate.v1.DataPlaneService.Connect:input_type -> fleetgate.v1.ConnectRequest
-	4,  // 17: fleetgate.v1.DataPlaneService.Connect:output_type -> fleetgate.v1.ConnectResponse
-	17, // [17:18] is the sub-list for method output_type
-	16, // [16:17] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	8,  // 3: fleetgate.v1.ConnectRequest.health:type_name -> fleetgate.v1.HealthReport
+	12, // 4: fleetgate.v1.ConnectRequest.probe_reply:type_name -> fleetgate.v1.ProbeReply
+	4,  // 5: fleetgate.v1.ConnectRequest.leaving:type_name -> fleetgate.v1.Leaving
+	7,  // 6: fleetgate.v1.ConnectResponse.snapshot:type_name -> fleetgate.v1.Snapshot
+	11, // 7: fleetgate.v1.ConnectResponse.probe_call:type_name -> fleetgate.v1.ProbeCall
+	6,  // 8: fleetgate.v1.ConnectResponse.reconnect:type_name -> fleetgate.v1.Reconnect
+	13, // 9: fleetgate.v1.Snapshot.gateway:type_name -> fleetgate.v1.Gateway
+	14, // 10: fleetgate.v1.Snapshot.drains:type_name -> fleetgate.v1.AdminDrain
+	10, // 11: fleetgate.v1.HealthReport.servers:type_name -> fleetgate.v1.ServerHealthReport
+	9,  // 12: fleetgate.v1.HealthReport.drains:type_name -> fleetgate.v1.DrainReport
+	15, // 13: fleetgate.v1.DrainReport.started_at:type_name -> google.protobuf.Timestamp
+	15, // 14: fleetgate.v1.DrainReport.deadline:type_name -> google.protobuf.Timestamp
+	15, // 15: fleetgate.v1.ServerHealthReport.last_probe:type_name -> google.protobuf.Timestamp
+	16, // 16: fleetgate.v1.ServerHealthReport.transitions:type_name -> fleetgate.v1.HealthTransition
+	17, // 17: fleetgate.v1.ProbeReply.result:type_name -> fleetgate.v1.ProbeResult
+	0,  // 18: fleetgate.v1.DataPlaneService.Connect:input_type -> fleetgate.v1.ConnectRequest
+	5,  // 19: fleetgate.v1.DataPlaneService.Connect:output_type -> fleetgate.v1.ConnectResponse
+	19, // [19:20] is the sub-list for method output_type
+	18, // [18:19] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_dataplane_service_proto_init() }
@@ -1087,10 +1228,12 @@ func file_fleetgate_v1_dataplane_service_proto_init() {
 		(*ConnectRequest_Nack)(nil),
 		(*ConnectRequest_Health)(nil),
 		(*ConnectRequest_ProbeReply)(nil),
+		(*ConnectRequest_Leaving)(nil),
 	}
-	file_fleetgate_v1_dataplane_service_proto_msgTypes[4].OneofWrappers = []any{
+	file_fleetgate_v1_dataplane_service_proto_msgTypes[5].OneofWrappers = []any{
 		(*ConnectResponse_Snapshot)(nil),
 		(*ConnectResponse_ProbeCall)(nil),
+		(*ConnectResponse_Reconnect)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1098,7 +1241,7 @@ func file_fleetgate_v1_dataplane_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetgate_v1_dataplane_service_proto_rawDesc), len(file_fleetgate_v1_dataplane_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
