@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,6 +24,9 @@ const streamWriteTimeout = time.Second
 // helloTimeout bounds the wait for a worker's first message.
 const helloTimeout = 10 * time.Second
 
+// maxReasonBytes bounds the reason a leaving worker gives, as stored in the fleet view.
+const maxReasonBytes = 256
+
 // dataPlaneService serves the workers' Connect streams.
 type dataPlaneService struct {
 	fgv1.UnimplementedDataPlaneServiceServer
@@ -31,18 +35,31 @@ type dataPlaneService struct {
 	streams *streams
 	replica string
 	metrics *metrics
+	// handoff is closed when the replica shuts down: each stream tells its worker to reconnect
+	// elsewhere and ends.
+	handoff <-chan struct{}
 	log     *slog.Logger
 }
 
 var _ fgv1.DataPlaneServiceServer = (*dataPlaneService)(nil)
 
-func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) error {
+func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (err error) {
 	ctx := stream.Context()
-	hello, err := recvHello(stream)
+	hello, err := recvHello(stream, s.handoff)
+	if errors.Is(err, errHandoff) {
+		return s.sendReconnect(stream)
+	}
 	if err != nil {
 		return err
 	}
 	log := s.log.With("dataplane", hello.GetDataplaneId(), "gateway", hello.GetGateway())
+	select {
+	case <-s.handoff:
+		// A worker reaching a replica that is handing off (before the GOAWAY reached it) moves on.
+		log.Info("replica shutting down; worker sent to another replica")
+		return s.sendReconnect(stream)
+	default:
+	}
 	dp := &fgv1.DataPlane{
 		Id:             hello.GetDataplaneId(),
 		Gateway:        hello.GetGateway(),
@@ -59,13 +76,24 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 	connected.Inc()
 	defer connected.Dec()
 	var sentAt time.Time
+	// leaving: the worker said it is shutting down; handedOff: this replica sent it elsewhere.
+	var leaving, handedOff bool
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		if err := s.fleet.Remove(rctx, dp.Gateway, dp.Id); err != nil {
-			log.Warn("unregister dataplane", "err", err)
+		if rerr := s.fleet.Remove(rctx, dp.Gateway, dp.Id); rerr != nil {
+			log.Warn("unregister dataplane", "err", rerr)
 		}
-		log.Info("dataplane disconnected")
+		switch {
+		case leaving:
+			log.Info("worker left", "reason", dp.LeavingReason)
+		case handedOff:
+			log.Info("dataplane handed off to another replica")
+		case err == nil:
+			log.Info("dataplane disconnected")
+		default:
+			log.Warn("dataplane stream lost", "err", err)
+		}
 	}()
 
 	// Answers from the worker are read in their own goroutine; the sender below owns the stream's
@@ -98,6 +126,9 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 		if snap.Deleted && sent == 0 {
 			return nil // nothing to take away
 		}
+		if leaving {
+			return nil // it serves nothing new: it is finishing its requests and exiting
+		}
 		msg := &fgv1.Snapshot{Version: snap.Version, Gateway: snap.Gateway, Deleted: snap.Deleted, AffinityKey: snap.AffinityKey, Drains: snap.Drains}
 		if err := stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_Snapshot{Snapshot: msg}}); err != nil {
 			return err
@@ -128,10 +159,34 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 	pending := map[string]chan *fgv1.ProbeReply{}
 	staleCheck := time.NewTicker(time.Second)
 	defer staleCheck.Stop()
+	// A leaving worker's health view is dropped and its entry marked; a write that fails is done
+	// again on the next tick.
+	var healthDropped, leaveRecorded bool
+	recordLeaving := func() {
+		if !healthDropped {
+			if err := s.fleet.RemoveHealth(wctx(), dp.Gateway, dp.Id); err != nil {
+				log.Warn("drop the health view of a leaving worker", "err", err)
+			} else {
+				healthDropped = true
+			}
+		}
+		if !leaveRecorded {
+			next := proto.Clone(dp).(*fgv1.DataPlane)
+			next.Leaving = true
+			if err := s.fleet.Put(wctx(), next); err != nil {
+				log.Warn("record leaving dataplane", "err", err)
+			} else {
+				dp, leaveRecorded = next, true
+			}
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
+		case <-s.handoff:
+			handedOff = true
+			return s.sendReconnect(stream)
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
 				return nil // the worker closed its side: a normal end
@@ -142,6 +197,10 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 				return err
 			}
 		case now := <-staleCheck.C:
+			if leaving {
+				recordLeaving()
+				continue
+			}
 			if hv.stale(now) {
 				log.Warn("health reports stopped; dropping this worker's view", "last_report", hv.lastReport)
 				if err := s.fleet.RemoveHealth(wctx(), dp.Gateway, dp.Id); err != nil {
@@ -161,7 +220,21 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 				}
 				continue
 			}
+			if l := req.GetLeaving(); l != nil {
+				if !leaving {
+					leaving = true
+					dp = proto.Clone(dp).(*fgv1.DataPlane)
+					dp.LeavingReason = truncate(l.GetReason(), maxReasonBytes)
+					log.Info("worker leaving", "reason", dp.LeavingReason)
+					s.streams.remove(dp.Gateway, ws) // no more probe calls
+					recordLeaving()
+				}
+				continue
+			}
 			if rep := req.GetHealth(); rep != nil {
+				if leaving {
+					continue // its view no longer counts
+				}
 				if write := hv.observe(rep, dp.Id, time.Now()); write != nil {
 					if err := s.fleet.PutHealth(wctx(), dp.Gateway, dp.Id, write); err != nil {
 						log.Warn("store health view", "err", err)
@@ -198,7 +271,27 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) e
 	}
 }
 
-func recvHello(stream fgv1.DataPlaneService_ConnectServer) (*fgv1.Hello, error) {
+// errHandoff ends a stream whose hello came while the replica was handing its workers off.
+var errHandoff = errors.New("replica handing off")
+
+// sendReconnect tells the worker to connect to another replica; its stream then ends.
+func (s *dataPlaneService) sendReconnect(stream fgv1.DataPlaneService_ConnectServer) error {
+	msg := &fgv1.Reconnect{Reason: "control-plane replica " + s.replica + " is shutting down"}
+	return stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_Reconnect{Reconnect: msg}})
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func recvHello(stream fgv1.DataPlaneService_ConnectServer, handoff <-chan struct{}) (*fgv1.Hello, error) {
 	type result struct {
 		req *fgv1.ConnectRequest
 		err error
@@ -213,6 +306,8 @@ func recvHello(stream fgv1.DataPlaneService_ConnectServer) (*fgv1.Hello, error) 
 	case r = <-got:
 	case <-time.After(helloTimeout):
 		return nil, status.Errorf(codes.DeadlineExceeded, "no hello within %s", helloTimeout)
+	case <-handoff:
+		return nil, errHandoff
 	}
 	if r.err != nil {
 		return nil, r.err

@@ -85,6 +85,15 @@ type Server struct {
 	metrics *metrics
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+
+	// handoff is closed by Shutdown: every Connect stream then tells its worker to reconnect to
+	// another replica and ends.
+	handoff chan struct{}
+	// listenerClosed is closed when gRPC closes the listener of Serve (the first step of its stop).
+	listenerClosed chan struct{}
+	serving        bool // under hmu: Serve handed a listener to gRPC
+	shutdownOnce   sync.Once
+	shutdownErr    error
 }
 
 // New connects to etcd (starting the embedded one if no endpoints are given) and builds the gRPC
@@ -108,7 +117,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	case cfg.Insecure && len(cfg.Tokens) > 0:
 		return nil, errors.New("bearer tokens need TLS: they would cross the network in the clear")
 	}
-	s := &Server{cfg: cfg, log: cfg.Log}
+	s := &Server{cfg: cfg, log: cfg.Log, handoff: make(chan struct{}), listenerClosed: make(chan struct{})}
 	endpoints := cfg.EtcdEndpoints
 	if len(endpoints) == 0 {
 		if cfg.DataDir == "" {
@@ -193,7 +202,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.grpc = grpc.NewServer(opts...)
 	local := newStreams()
 	fgv1.RegisterConfigServiceServer(s.grpc, &configService{store: st, fleet: reg, health: s.health, streams: local, log: s.log})
-	fgv1.RegisterDataPlaneServiceServer(s.grpc, &dataPlaneService{cache: s.cache, fleet: reg, streams: local, replica: cfg.Replica, metrics: s.metrics, log: s.log})
+	fgv1.RegisterDataPlaneServiceServer(s.grpc, &dataPlaneService{cache: s.cache, fleet: reg, streams: local, replica: cfg.Replica, metrics: s.metrics, handoff: s.handoff, log: s.log})
 	s.hc = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.hc)
 	reflection.Register(s.grpc)
@@ -214,9 +223,30 @@ func (s *Server) Serve(lis net.Listener) error {
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("could not read health views from etcd within 30s")
 	}
+	s.hmu.Lock()
+	if s.stopped || s.serving {
+		s.hmu.Unlock()
+		lis.Close()
+		return errors.New("Serve: already serving or stopped")
+	}
+	s.serving = true
+	s.hmu.Unlock()
 	s.hc.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("control plane serving", "listen", lis.Addr().String(), "replica", s.cfg.Replica, "tls", !s.cfg.Insecure)
-	return s.grpc.Serve(lis)
+	return s.grpc.Serve(&notifyListener{Listener: lis, closed: s.listenerClosed})
+}
+
+// notifyListener closes a channel when it is closed.
+type notifyListener struct {
+	net.Listener
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *notifyListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
 }
 
 // ServeHealth answers grpc.health.v1 only, in plaintext and without authentication, on lis until
@@ -234,18 +264,52 @@ func (s *Server) ServeHealth(lis net.Listener) error {
 	return s.hgrpc.Serve(lis)
 }
 
-// Stop ends every stream and call, releases this replica's fleet lease and closes etcd.
+// Stop is Shutdown with 5 s for calls in flight.
 func (s *Server) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.Shutdown(ctx)
+}
+
+// Shutdown hands this replica's workers off to the other replicas and stops. It stops taking
+// connections (gRPC closes the listener and sends GOAWAY on every connection, so that clients open
+// new streams elsewhere), tells every connected worker to reconnect now (ConnectResponse.Reconnect)
+// and ends its stream, lets the other calls in flight finish until ctx ends (then cuts them and
+// returns ctx's error), releases this replica's fleet lease and closes etcd. Later calls return the
+// first one's result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
+	return s.shutdownErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.log.Info("control plane shutting down; handing workers off to other replicas", "replica", s.cfg.Replica)
 	s.hc.Shutdown()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	s.hmu.Lock()
+	serving := s.serving
+	s.stopped = true
+	s.hmu.Unlock()
+	if serving {
+		// Tell workers to move only once the listener is closed, so that a reconnect cannot reach
+		// this replica again through a new connection.
+		select {
+		case <-s.listenerClosed:
+		case <-stopped:
+		case <-ctx.Done():
+		}
+	}
+	close(s.handoff)
+	var err error
 	select {
 	case <-stopped:
-	case <-time.After(5 * time.Second):
+	case <-ctx.Done():
+		err = fmt.Errorf("shutdown: calls cut: %w", ctx.Err())
 		s.grpc.Stop()
+		<-stopped
 	}
 	s.hmu.Lock()
-	s.stopped = true
 	if s.hgrpc != nil {
 		s.hgrpc.Stop()
 	}
@@ -255,6 +319,8 @@ func (s *Server) Stop() {
 	s.wg.Wait()
 	s.cli.Close()
 	s.closeEtcd()
+	s.log.Info("control plane stopped", "replica", s.cfg.Replica)
+	return err
 }
 
 // MetricsHandler serves the replica's Prometheus metrics.

@@ -192,7 +192,11 @@ Flags:
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
-		srv.Stop()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil { // hands the workers off to other replicas
+			log.Warn("shutdown", "err", err)
+		}
 		return exitOK
 	case err := <-errc:
 		log.Error("serve", "err", err)
