@@ -1,6 +1,7 @@
 // Package agent is a data-plane worker's link to the control plane: it subscribes to its gateway's
 // configuration, hands each snapshot to the worker, answers ACK or NACK, keeps the last good snapshot
-// on disk so that a restarted worker serves at once, and reconnects with jittered exponential backoff.
+// on disk so that a restarted worker serves at once, and reconnects with jittered exponential backoff
+// (at once when a replica hands it off). On shutdown it tells the control plane it is leaving.
 // Serving never waits on it.
 package agent
 
@@ -11,10 +12,12 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
@@ -63,13 +66,40 @@ type Config struct {
 // Agent runs the worker's session with the control plane.
 type Agent struct {
 	cfg     Config
+	conn    grpc.ClientConnInterface
 	client  fgv1.DataPlaneServiceClient
 	applier Applier
 	log     *slog.Logger
 
 	applied   atomic.Int64
 	connected atomic.Bool
+
+	// Leaving: leaveCh is closed by Leave, after leaveReason is set; leftSent once a stream carried
+	// the Leaving message.
+	leaveOnce   sync.Once
+	leaveReason string
+	leaveCh     chan struct{}
+	leftOnce    sync.Once
+	leftSent    chan struct{}
+	handoffs    atomic.Int64
 }
+
+// ErrNotConnected is Leave's answer when no session is up to carry the message; the agent says it
+// on its next session.
+var ErrNotConnected = errors.New("not connected to the control plane")
+
+// Hand-offs are answered at once, unless a replica keeps handing the worker off right after it
+// connects (it was reached again while shutting down): after maxQuickHandoffs sessions in a row
+// shorter than quickSession, the usual backoff applies.
+const (
+	maxQuickHandoffs = 3
+	quickSession     = time.Second
+)
+
+// handoffError ends a session the control plane handed off (ConnectResponse.Reconnect).
+type handoffError struct{ reason string }
+
+func (e *handoffError) Error() string { return "control plane handed this worker off: " + e.reason }
 
 // New returns an agent that talks over conn.
 func New(cfg Config, conn grpc.ClientConnInterface, applier Applier) *Agent {
@@ -82,8 +112,49 @@ func New(cfg Config, conn grpc.ClientConnInterface, applier Applier) *Agent {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Agent{cfg: cfg, client: fgv1.NewDataPlaneServiceClient(conn), applier: applier, log: cfg.Log}
+	return &Agent{cfg: cfg, conn: conn, client: fgv1.NewDataPlaneServiceClient(conn), applier: applier, log: cfg.Log,
+		leaveCh: make(chan struct{}), leftSent: make(chan struct{})}
 }
+
+// Leave tells the control plane that this worker is shutting down (ConnectRequest.Leaving): it gets
+// no more configuration, and its health view stops counting. From now on the agent applies no
+// snapshot and sends no health report, and a session opened later (during the worker's grace
+// period) says Leaving again right after its hello. Leave returns once the message went out on a
+// live stream, ErrNotConnected at once when there is none, or ctx's error. Keep Run going until the
+// worker finished its requests: the stream ending tells the control plane the worker is gone.
+func (a *Agent) Leave(ctx context.Context, reason string) error {
+	a.leaveOnce.Do(func() {
+		a.leaveReason = reason
+		close(a.leaveCh)
+	})
+	if !a.connected.Load() {
+		select {
+		case <-a.leftSent:
+			return nil
+		default:
+			return ErrNotConnected
+		}
+	}
+	select {
+	case <-a.leftSent:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// leaving tells whether Leave was called.
+func (a *Agent) leaving() bool {
+	select {
+	case <-a.leaveCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// Handoffs is how many times a control-plane replica handed this worker off to another.
+func (a *Agent) Handoffs() int64 { return a.handoffs.Load() }
 
 // Applied is the version being served, 0 before any.
 func (a *Agent) Applied() int64 { return a.applied.Load() }
@@ -107,10 +178,12 @@ func (a *Agent) Restore(ctx context.Context) error {
 	return nil
 }
 
-// Run keeps a session with the control plane until ctx ends.
+// Run keeps a session with the control plane until ctx ends. A session that a replica hands off is
+// followed by the next one at once; others after a backoff.
 func (a *Agent) Run(ctx context.Context) error {
-	attempt := 0
+	attempt, quick := 0, 0
 	for {
+		began := time.Now()
 		established, err := a.session(ctx)
 		a.connected.Store(false)
 		if ctx.Err() != nil {
@@ -118,6 +191,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		if established {
 			attempt = 0
+		}
+		var handoff *handoffError
+		if errors.As(err, &handoff) {
+			if time.Since(began) < quickSession {
+				quick++
+			} else {
+				quick = 0
+			}
+			if quick <= maxQuickHandoffs {
+				a.handoffs.Add(1)
+				a.log.Info("control plane handed this worker off; reconnecting now", "reason", handoff.reason)
+				a.awaitGoAway(ctx)
+				continue
+			}
+		} else {
+			quick = 0
 		}
 		delay := a.backoff(attempt)
 		attempt++
@@ -128,6 +217,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-time.After(delay):
 		}
 	}
+}
+
+// stateWatcher is what a *grpc.ClientConn tells of its connection.
+type stateWatcher interface {
+	GetState() connectivity.State
+	WaitForStateChange(ctx context.Context, source connectivity.State) bool
+}
+
+// awaitGoAway lets the connection to a replica that handed the worker off leave READY before the
+// next stream opens, so that the stream goes to another replica: the replica closed its listener
+// and sent GOAWAY before its Reconnect, but gRPC may not have read the GOAWAY yet. It waits at most
+// quickSession (a proxy in between may keep the connection up); the replica also answers a stream
+// that still reaches it with another Reconnect.
+func (a *Agent) awaitGoAway(ctx context.Context) {
+	w, ok := a.conn.(stateWatcher)
+	if !ok || w.GetState() != connectivity.Ready {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, quickSession)
+	defer cancel()
+	w.WaitForStateChange(wctx, connectivity.Ready)
 }
 
 // backoff is exponential with jitter: a random delay in [d/2, d], d doubling up to BackoffMax.
@@ -158,6 +268,22 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 	}
 	a.connected.Store(true)
 	a.log.Info("connected to control plane", "applied_version", hello.AppliedVersion)
+	leaveCh := a.leaveCh // nil once this stream said Leaving
+	sayLeaving := func() error {
+		leaveCh = nil
+		msg := &fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Leaving{Leaving: &fgv1.Leaving{Reason: a.leaveReason}}}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		a.log.Info("told the control plane this worker is leaving", "reason", a.leaveReason)
+		a.leftOnce.Do(func() { close(a.leftSent) })
+		return nil
+	}
+	if a.leaving() {
+		if err := sayLeaving(); err != nil {
+			return true, err
+		}
+	}
 
 	// One goroutine receives; this one owns every send.
 	snaps := make(chan *fgv1.Snapshot)
@@ -172,6 +298,10 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 					err = errors.New("control plane closed the stream")
 				}
 				recvErr <- err
+				return
+			}
+			if r := resp.GetReconnect(); r != nil {
+				recvErr <- &handoffError{reason: r.GetReason()}
 				return
 			}
 			if snap := resp.GetSnapshot(); snap != nil {
@@ -206,7 +336,16 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 			return true, ctx.Err()
 		case err := <-recvErr:
 			return true, err
+		case <-leaveCh:
+			if err := sayLeaving(); err != nil {
+				return true, err
+			}
 		case snap := <-snaps:
+			if leaveCh == nil {
+				// A leaving worker serves nothing new (the control plane sends nothing either).
+				a.log.Debug("leaving: snapshot ignored", "version", snap.GetVersion())
+				continue
+			}
 			var answer *fgv1.ConnectRequest
 			if err := a.apply(ctx, snap); err != nil {
 				a.log.Warn("config rejected; keeping the previous one", "version", snap.GetVersion(), "err", err)
@@ -241,8 +380,8 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 		case <-changed:
 			debounce.Reset(ReportDebounce)
 		case <-debounce.C:
-			if a.cfg.Health == nil {
-				continue
+			if a.cfg.Health == nil || leaveCh == nil {
+				continue // a leaving worker's view no longer counts
 			}
 			rep := a.cfg.Health.Report()
 			if err := stream.Send(&fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Health{Health: rep}}); err != nil {
@@ -250,7 +389,7 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 			}
 			heartbeat.Reset(a.heartbeat())
 		case <-heartbeat.C:
-			if a.cfg.Health != nil {
+			if a.cfg.Health != nil && leaveCh != nil {
 				hb := &fgv1.HealthReport{Heartbeat: true}
 				if err := stream.Send(&fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Health{Health: hb}}); err != nil {
 					return true, err

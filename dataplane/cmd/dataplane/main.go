@@ -22,6 +22,7 @@ import (
 	"github.com/fleetgate/fleetgate/agent"
 	"github.com/fleetgate/fleetgate/controlplane/pki"
 	"github.com/fleetgate/fleetgate/dataplane/admin"
+	"github.com/fleetgate/fleetgate/dataplane/gcpace"
 	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/worker"
 )
@@ -38,7 +39,7 @@ func main() {
 
 func run() int {
 	fs := flag.NewFlagSet("dataplane", flag.ContinueOnError)
-	controlPlane := fs.String("controlplane", "127.0.0.1:7070", "control-plane gRPC address")
+	controlPlane := fs.String("controlplane", "127.0.0.1:7070", "control-plane gRPC address, or several replicas' comma-separated (host:port,host:port): the worker moves to another when its replica goes away")
 	gateway := fs.String("gateway", "", "gateway to serve (required)")
 	id := fs.String("id", "", "worker id, unique per gateway (default: host name and pid)")
 	bind := fs.String("bind-address", "127.0.0.1", "IP address the listeners bind to")
@@ -52,13 +53,19 @@ func run() int {
 	caFile := fs.String("ca-file", "", "CA certificates (PEM) the control plane's certificate must chain to (default: --pki-dir's ca.crt)")
 	certFile := fs.String("cert-file", "", "this worker's client certificate (PEM) (default: --pki-dir's dataplane.crt)")
 	keyFile := fs.String("key-file", "", "private key (PEM) of --cert-file (default: --pki-dir's dataplane.key)")
-	serverName := fs.String("tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --controlplane)")
+	serverName := fs.String("tls-server-name", "", "name to verify in the control plane's certificate (default: the host of each --controlplane address)")
 	plaintext := fs.Bool("insecure", false, "connect in plaintext, with no certificate: only to a control plane run with --insecure (tests and development)")
+	gcMinHeap := fs.Int("gc-min-heap-mib", gcpace.DefaultMinHeap>>20, "heap size (MiB) below which the garbage collector does not run (a dynamic GOGC; 0: off, GOGC alone)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return exitUsage
 	}
 	if *gateway == "" {
 		fmt.Fprintln(os.Stderr, "dataplane: --gateway is required")
+		return exitUsage
+	}
+	cpAddrs, err := agent.SplitAddresses(*controlPlane)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dataplane: --controlplane:", err)
 		return exitUsage
 	}
 	var creds credentials.TransportCredentials
@@ -98,6 +105,9 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *gcMinHeap > 0 && os.Getenv("GOGC") == "" {
+		go gcpace.New(uint64(*gcMinHeap)<<20).Run(ctx, time.Second)
+	}
 
 	m := metrics.New()
 	cfg := worker.Config{BindAddress: *bind, ShutdownGrace: *grace, Metrics: m, Log: log}
@@ -116,8 +126,7 @@ func run() int {
 		defer adminSrv.Close()
 		log.Info("admin endpoint", "address", lis.Addr().String())
 	}
-	conn, err := grpc.NewClient(*controlPlane,
-		grpc.WithTransportCredentials(creds),
+	conn, err := agent.Dial(cpAddrs, creds,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	if err != nil {
@@ -129,18 +138,27 @@ func run() int {
 	if err := ag.Restore(ctx); err != nil {
 		log.Error("could not restore the last good config; waiting for the control plane", "err", err)
 	}
+	// The session outlives the signal: the worker says it is leaving, then finishes its requests.
+	actx, acancel := context.WithCancel(context.Background())
+	defer acancel()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = ag.Run(ctx)
+		_ = ag.Run(actx)
 	}()
 	<-ctx.Done()
 	log.Info("shutting down", "grace", *grace)
+	lctx, lcancel := context.WithTimeout(context.Background(), min(*grace, 2*time.Second))
+	if err := ag.Leave(lctx, "shutting down (signal)"); err != nil {
+		log.Warn("could not tell the control plane this worker is leaving", "err", err)
+	}
+	lcancel()
 	sctx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
 	if err := w.Shutdown(sctx); err != nil {
 		log.Warn("requests cut at shutdown", "err", err)
 	}
+	acancel()
 	<-done
 	return exitOK
 }
