@@ -67,7 +67,10 @@ func freePort() (string, error) {
 // authentication); with useTLS it uses a PKI the bench makes first with `controlplane certs init`
 // in the temp dir (returned as child.pkiDir), whose admin.crt and dataplane.crt the bench's clients
 // present.
-func startChild(ctx context.Context, bin, logLevel string, leaseTTL int, useTLS bool) (*child, error) {
+//
+// With first set, the child is another replica of first's control plane: it uses first's etcd
+// (--etcd-endpoints), encryption key and PKI instead of starting its own.
+func startChild(ctx context.Context, bin, logLevel string, leaseTTL int, useTLS bool, first *child) (*child, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("control-plane binary: %w (build it with: go build -o bin/ ./controlplane/cmd/controlplane)", err)
 	}
@@ -76,12 +79,20 @@ func startChild(ctx context.Context, bin, logLevel string, leaseTTL int, useTLS 
 		return nil, err
 	}
 	var ports [3]string
-	for i := range ports {
+	n := len(ports)
+	if first != nil {
+		n = 1
+	}
+	for i := range n {
 		if ports[i], err = freePort(); err != nil {
 			return nil, err
 		}
 	}
 	c := &child{dir: dir, logPath: filepath.Join(dir, "controlplane.log"), addr: ports[0], etcd: "http://" + ports[1], exited: make(chan struct{})}
+	replica := "bench-replica"
+	if first != nil {
+		c.etcd, replica = first.etcd, "bench-replica-2"
+	}
 	logf, err := os.Create(c.logPath)
 	if err != nil {
 		return nil, err
@@ -89,15 +100,21 @@ func startChild(ctx context.Context, bin, logLevel string, leaseTTL int, useTLS 
 	args := []string{
 		"--listen", ports[0],
 		"--data-dir", filepath.Join(dir, "data"),
-		"--etcd-client-addr", ports[1],
-		"--etcd-peer-addr", ports[2],
-		"--replica", "bench-replica",
+		"--replica", replica,
 		"--log-level", logLevel,
+	}
+	if first == nil {
+		args = append(args, "--etcd-client-addr", ports[1], "--etcd-peer-addr", ports[2])
+	} else {
+		args = append(args, "--etcd-endpoints", first.etcd, "--encryption-key-file", filepath.Join(first.dir, "data", "encryption.key"))
 	}
 	if leaseTTL > 0 {
 		args = append(args, "--lease-ttl", strconv.Itoa(leaseTTL))
 	}
-	if useTLS {
+	if useTLS && first != nil {
+		c.pkiDir = first.pkiDir
+		args = append(args, "--pki-dir", c.pkiDir)
+	} else if useTLS {
 		c.pkiDir = filepath.Join(dir, "pki")
 		if out, err := exec.CommandContext(ctx, bin, "certs", "init", "--dir", c.pkiDir).CombinedOutput(); err != nil {
 			logf.Close()

@@ -19,12 +19,14 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,6 +34,7 @@ import (
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/controlplane/fleet"
 	"github.com/fleetgate/fleetgate/controlplane/pki"
+	"github.com/fleetgate/fleetgate/controlplane/store"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
@@ -40,6 +43,9 @@ type options struct {
 	pkiDir                                              string
 	tls                                                 bool
 	workers, servers, rounds, perConn, bhCalls          int
+	serverSizes                                         []int
+	replicas, maxViews, bhDetailCalls                   int
+	cpAddrs                                             []string // every replica's gRPC address
 	steady, hbPeriod, waitTimeout                       time.Duration
 	seed                                                uint64
 	keep                                                bool
@@ -53,7 +59,10 @@ func main() {
 	flag.StringVar(&o.cpLogLevel, "cp-log-level", "info", "--log-level of the started control plane")
 	flag.StringVar(&o.gateway, "gateway", "bench-cp", "gateway name")
 	flag.IntVar(&o.workers, "workers", 1000, "simulated data-plane workers (N)")
-	flag.IntVar(&o.servers, "servers", 1000, "backend servers in the pool (M)")
+	serversFlag := flag.String("servers", "1000", "backend servers in the pool (M); a comma-separated list runs the bench once per size, each with a fresh control plane, and ends with a table of all")
+	flag.IntVar(&o.replicas, "replicas", 1, "control-plane replicas sharing the etcd (the first one's embedded etcd); the workers are split evenly between them, BackendHealth is asked of the first")
+	flag.IntVar(&o.maxViews, "max-views", 1_000_000, "at most this many worker views of a server: with more workers x servers, only max-views/servers workers (spread over the replicas) send health views")
+	flag.IntVar(&o.bhDetailCalls, "bh-detail-calls", 5, "BackendHealth calls asking for every worker's view (fleetgate-health-detail: dataplanes)")
 	flag.IntVar(&o.rounds, "rounds", 20, "config pushes and health flips measured")
 	flag.IntVar(&o.perConn, "workers-per-conn", 100, "worker streams sharing one gRPC connection")
 	flag.IntVar(&o.bhCalls, "bh-calls", 50, "BackendHealth calls for the latency measurement")
@@ -68,6 +77,22 @@ func main() {
 	flag.BoolVar(&o.tls, "tls", false, "TLS with client certificates, as in production (a started control plane gets a PKI made with `controlplane certs init`; an external one needs --pki-dir); default: the started control plane runs --insecure")
 	flag.StringVar(&o.pkiDir, "pki-dir", "", "with --tls and --controlplane: PKI directory whose ca.crt, admin.crt/.key and shared dataplane.crt/.key the bench uses")
 	flag.Parse()
+	for _, f := range strings.Split(*serversFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintln(os.Stderr, "controlplane-bench: --servers: want sizes >= 1, comma-separated:", *serversFlag)
+			os.Exit(2)
+		}
+		o.serverSizes = append(o.serverSizes, n)
+	}
+	o.servers = o.serverSizes[0]
+	if o.replicas < 1 || o.replicas > 1 && o.cpAddr != "" {
+		fmt.Fprintln(os.Stderr, "controlplane-bench: --replicas must be >= 1, and 1 with --controlplane")
+		os.Exit(2)
+	}
+	if o.replicas > 1 { // connections alternate between replicas: at least one per replica
+		o.perConn = max(1, min(o.perConn, (o.workers+o.replicas-1)/o.replicas))
+	}
 	if o.workers < 1 || o.servers < 1 || o.rounds < 1 {
 		fmt.Fprintln(os.Stderr, "controlplane-bench: --workers, --servers and --rounds must be >= 1")
 		os.Exit(2)
@@ -78,12 +103,28 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := run(ctx, o)
-	if res != nil {
-		res.print(os.Stdout)
+	var all []*results
+	failed := false
+	for _, m := range o.serverSizes {
+		om := o
+		om.servers = m
+		res, err := run(ctx, om)
+		if res != nil {
+			res.print(os.Stdout)
+			all = append(all, res)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "controlplane-bench:", err)
+			failed = true
+			if ctx.Err() != nil {
+				break
+			}
+		}
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "controlplane-bench:", err)
+	if len(all) > 1 || o.replicas > 1 {
+		printSummary(os.Stdout, all)
+	}
+	if failed {
 		os.Exit(1)
 	}
 }
@@ -96,8 +137,11 @@ func logf(format string, args ...any) {
 type bench struct {
 	o    options
 	ctx  context.Context
-	cp   *child // nil with an external control plane
+	cp   *child   // nil with an external control plane
+	cps  []*child // every replica started (cp first)
+	pids []string
 	pid  string
+	acks *recvTracker // per worker, when its entry in etcd showed each applied version
 	etcd *clientv3.Client
 	ops  fgv1.ConfigServiceClient
 	res  *results
@@ -107,20 +151,35 @@ func run(ctx context.Context, o options) (*results, error) {
 	b := &bench{o: o, ctx: ctx, res: &results{o: o, perf: map[string]string{}}}
 	if o.cpAddr == "" {
 		logf("starting %s (embedded etcd, temp dir)", o.cpBin)
-		cp, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0, o.tls)
+		cp, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0, o.tls, nil)
 		if err != nil {
 			return nil, err
 		}
 		b.cp, b.pid = cp, strconv.Itoa(cp.pid)
+		b.cps, b.pids = []*child{cp}, []string{b.pid}
 		o.cpAddr, o.etcdEP, o.pkiDir = cp.addr, cp.etcd, cp.pkiDir
+		o.cpAddrs = []string{cp.addr}
 		b.res.cpMode = fmt.Sprintf("started by the bench: pid %d, gRPC %s, embedded etcd %s, log %s (removed at exit unless --keep)", cp.pid, cp.addr, cp.etcd, cp.logPath)
 		defer func() {
 			logf("stopping the control plane")
-			cp.stop(o.keep)
-			if o.keep {
-				logf("kept %s", cp.dir)
+			for i := len(b.cps) - 1; i >= 0; i-- {
+				b.cps[i].stop(o.keep)
+				if o.keep {
+					logf("kept %s", b.cps[i].dir)
+				}
 			}
 		}()
+		for i := 1; i < o.replicas; i++ {
+			logf("starting replica %d of %d on the same etcd", i+1, o.replicas)
+			c, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0, o.tls, cp)
+			if err != nil {
+				return b.res, err
+			}
+			b.cps, b.pids = append(b.cps, c), append(b.pids, strconv.Itoa(c.pid))
+			o.cpAddrs = append(o.cpAddrs, c.addr)
+			b.res.cpMode += fmt.Sprintf("; replica %d: pid %d, gRPC %s, on the same etcd", i+1, c.pid, c.addr)
+		}
+		b.o, b.res.o = o, o
 		if o.perfDir != "" {
 			if err := os.MkdirAll(o.perfDir, 0o755); err != nil {
 				return nil, err
@@ -128,6 +187,8 @@ func run(ctx context.Context, o options) (*results, error) {
 		}
 	} else {
 		b.res.cpMode = "external at " + o.cpAddr + " (no CPU/RSS figures)"
+		o.cpAddrs = []string{o.cpAddr}
+		b.o, b.res.o = o, o
 	}
 	if o.etcdEP != "" {
 		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{o.etcdEP}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
@@ -136,6 +197,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		}
 		defer cli.Close()
 		b.etcd = cli
+		b.acks = newRecvTracker(o.workers)
 	}
 	if o.tls {
 		b.res.cpMode += "; TLS with client certificates (admin.crt, the shared dataplane.crt)"
@@ -159,7 +221,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		return b.res, err
 	}
 	defer bhConn.Close()
-	poller := &bhPoller{conn: bhConn, gateway: o.gateway}
+	poller := &bhPoller{conn: bhConn, gateway: o.gateway, detail: "summary"}
 
 	// Phase 0: the gateway.
 	gw, addrs := buildGateway(o.gateway, o.servers, 0)
@@ -190,11 +252,15 @@ func run(ctx context.Context, o options) (*results, error) {
 	if err != nil {
 		return b.res, err
 	}
-	fs, err := newFleetSim(o.cpAddr, o.gateway, o.workers, o.perConn, dpCreds)
+	fs, err := newFleetSim(o.cpAddrs, o.gateway, o.workers, o.perConn, dpCreds)
 	if err != nil {
 		return b.res, err
 	}
 	defer fs.close()
+	if b.acks != nil {
+		stopAcks := b.watchAcks(fs)
+		defer stopAcks()
+	}
 	if err := b.phase("connect", func() error {
 		logf("connecting %d workers (%d per connection)", o.workers, o.perConn)
 		t0 := time.Now()
@@ -206,7 +272,7 @@ func run(ctx context.Context, o options) (*results, error) {
 			return fmt.Errorf("initial snapshot: %d/%d workers received version %d: %w (%v)", got, o.workers, rev, err, fs.err())
 		}
 		b.res.connectRecv = latest(times).Sub(t0)
-		acked, err := b.waitAcks(rev, t0)
+		acked, _, err := b.waitAcks(rev, t0)
 		if err != nil {
 			return fmt.Errorf("initial ACKs: %w", err)
 		}
@@ -249,11 +315,12 @@ func run(ctx context.Context, o options) (*results, error) {
 			all := max(latest(times).Sub(t1), 0)
 			b.res.allRecv = append(b.res.allRecv, all)
 			b.res.allRecvStart = append(b.res.allRecvStart, latest(times).Sub(t0))
-			acked, err := b.waitAcks(rev, t1)
+			acked, each, err := b.waitAcks(rev, t1)
 			if err != nil {
 				return fmt.Errorf("round %d: %w", r, err)
 			}
 			b.res.allAck = append(b.res.allAck, acked)
+			b.res.perWorkerAck = append(b.res.perWorkerAck, each...)
 			logf("push round %d/%d: version %d received by all %d workers after %s, all ACKs recorded after %s",
 				r, o.rounds, rev, o.workers, fmtDur(all), fmtDur(acked))
 			time.Sleep(100 * time.Millisecond)
@@ -268,13 +335,20 @@ func run(ctx context.Context, o options) (*results, error) {
 		}
 	}
 
-	// Phase 3: health views: initial convergence.
+	// Phase 3: health views: initial convergence. With more than --max-views worker views in all,
+	// only some workers (spread evenly, so over every replica) send one.
+	hw := min(o.workers, max(1, o.maxViews/o.servers))
+	reporters := make([]int, hw)
+	for i := range reporters {
+		reporters[i] = i * o.workers / hw
+	}
+	b.res.healthWorkers = hw
 	b.res.reportBytes = proto.Size(healthReportOf(rev, "settings1", addrs))
 	fs.startHeartbeats(o.hbPeriod)
 	loadErr := b.phase("health-load", func() error {
-		logf("every worker sends a full health view of %d servers (~%s each)", o.servers, fmtBytes(int64(b.res.reportBytes)))
+		logf("%d workers send a full health view of %d servers (~%s each)", hw, o.servers, fmtBytes(int64(b.res.reportBytes)))
 		t0 := time.Now()
-		if err := fs.sendFullReports(rev, "settings1", addrs); err != nil {
+		if err := fs.sendFullReports(reporters, rev, "settings1", addrs); err != nil {
 			return err
 		}
 		b.res.reportsSent = time.Since(t0)
@@ -282,21 +356,21 @@ func run(ctx context.Context, o options) (*results, error) {
 		match, total := 0, 0
 		for time.Now().Before(deadline) {
 			var err error
-			match, total, err = poller.count(ctx, "Healthy", int32(o.workers))
+			match, total, err = poller.count(ctx, "Healthy", int32(hw))
 			if err != nil {
 				return fmt.Errorf("BackendHealth: %w", err)
 			}
 			if total == o.servers && match == o.servers {
 				b.res.healthInit = time.Since(t0)
 				logf("BackendHealth shows all %d servers Healthy on %d workers after %s (%d calls, last response %s)",
-					o.servers, o.workers, fmtDur(b.res.healthInit), poller.calls, fmtBytes(int64(poller.size)))
+					o.servers, hw, fmtDur(b.res.healthInit), poller.calls, fmtBytes(int64(poller.size)))
 				return nil
 			}
 			if err := fs.err(); err != nil {
 				return err
 			}
 		}
-		return fmt.Errorf("after %s only %d/%d servers show Healthy with healthy_dataplanes == %d (%v)", o.waitTimeout, match, total, o.workers, fs.err())
+		return fmt.Errorf("after %s only %d/%d servers show Healthy with healthy_dataplanes == %d (%v)", o.waitTimeout, match, total, hw, fs.err())
 	})
 	b.res.memLoaded, b.res.hwmLoaded = b.mem()
 	if loadErr != nil {
@@ -308,13 +382,13 @@ func run(ctx context.Context, o options) (*results, error) {
 	// Phase 4: health transitions.
 	rng := rand.New(rand.NewPCG(o.seed, 0x5eed))
 	bad := "Partial"
-	if o.workers == 1 {
+	if hw == 1 {
 		bad = "Unhealthy"
 	}
 	b.res.badWord = bad
 	flipErr := b.phase("flips", func() error {
 		for r := 1; r <= o.rounds; r++ {
-			wi, si := rng.IntN(o.workers), rng.IntN(o.servers)
+			wi, si := reporters[rng.IntN(hw)], rng.IntN(o.servers)
 			addr := addrs[si]
 			key := fleet.HealthKey(o.gateway, fs.workers[wi].id)
 			stored := b.watchKey(key)
@@ -362,33 +436,47 @@ func run(ctx context.Context, o options) (*results, error) {
 		buf := &rawMsg{}
 		for i := 0; i < o.bhCalls; i++ {
 			t0 := time.Now()
-			raw, err := backendHealthRaw(ctx, bhConn, o.gateway, buf)
+			raw, err := backendHealthRaw(ctx, bhConn, o.gateway, "summary", buf)
 			if err != nil {
 				return fmt.Errorf("BackendHealth call %d: %w", i+1, err)
 			}
 			b.res.bhLat = append(b.res.bhLat, time.Since(t0))
 			b.res.bhSize = len(raw)
 		}
-		// What a client decoding the whole answer pays on top (gatewayctl does).
-		t0 := time.Now()
-		var full fgv1.BackendHealthResponse
-		if err := proto.Unmarshal(buf.b, &full); err != nil {
-			return fmt.Errorf("decode BackendHealth: %w", err)
+		// Every worker's view of every server, as gatewayctl asks.
+		for i := 0; i < o.bhDetailCalls; i++ {
+			t0 := time.Now()
+			raw, err := backendHealthRaw(ctx, bhConn, o.gateway, "dataplanes", buf)
+			if err != nil {
+				return fmt.Errorf("BackendHealth call %d with every view: %w", i+1, err)
+			}
+			b.res.bhDetailLat = append(b.res.bhDetailLat, time.Since(t0))
+			b.res.bhDetailSize = len(raw)
 		}
-		b.res.bhDecode = time.Since(t0)
-		// A client with gRPC's default 4 MiB receive limit, as gatewayctl dials.
+		// What a client decoding the whole answer pays on top (gatewayctl does).
+		if o.bhDetailCalls > 0 {
+			t0 := time.Now()
+			var full fgv1.BackendHealthResponse
+			if err := proto.Unmarshal(buf.b, &full); err != nil {
+				return fmt.Errorf("decode BackendHealth: %w", err)
+			}
+			b.res.bhDecode = time.Since(t0)
+		}
+		// A client with gRPC's default 4 MiB receive limit, asking the default.
 		defConn, err := grpc.NewClient(o.cpAddr, grpc.WithTransportCredentials(opsCreds))
 		if err != nil {
 			return err
 		}
 		defer defConn.Close()
-		if _, err := fgv1.NewConfigServiceClient(defConn).BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: o.gateway}); err != nil {
+		var header metadata.MD
+		if _, err := fgv1.NewConfigServiceClient(defConn).BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: o.gateway}, grpc.Header(&header)); err != nil {
 			st := status.Convert(err)
 			b.res.bhDefaultLimit = fmt.Sprintf("FAILS: %s: %s", st.Code(), st.Message())
 		} else {
-			b.res.bhDefaultLimit = "ok"
+			b.res.bhDefaultLimit = fmt.Sprintf("ok (answer holds: %s)", strings.Join(header.Get("fleetgate-health-detail"), ","))
 		}
-		logf("BackendHealth: %d calls, p50 %s, response %s", o.bhCalls, fmtDur(pct(b.res.bhLat, 50)), fmtBytes(int64(b.res.bhSize)))
+		logf("BackendHealth: %d calls, p50 %s, response %s; with every view: %d calls, p50 %s, response %s", o.bhCalls, fmtDur(pct(b.res.bhLat, 50)),
+			fmtBytes(int64(b.res.bhSize)), o.bhDetailCalls, fmtDur(pct(b.res.bhDetailLat, 50)), fmtBytes(int64(b.res.bhDetailSize)))
 		return nil
 	})
 	if bhErr != nil {
@@ -411,8 +499,8 @@ func run(ctx context.Context, o options) (*results, error) {
 		b.res.steadyErr = steadyErr.Error()
 	}
 	// Views still fresh (heartbeats kept them)?
-	if match, total, err := poller.count(ctx, "Healthy", int32(o.workers)); err == nil {
-		b.res.freshAfter = fmt.Sprintf("%d/%d servers Healthy on all %d workers", match, total, o.workers)
+	if match, total, err := poller.count(ctx, "Healthy", int32(hw)); err == nil {
+		b.res.freshAfter = fmt.Sprintf("%d/%d servers Healthy on all %d reporting workers", match, total, hw)
 	} else {
 		b.res.freshAfter = "BackendHealth: " + err.Error()
 	}
@@ -420,24 +508,36 @@ func run(ctx context.Context, o options) (*results, error) {
 	if err := fs.err(); err != nil {
 		b.res.notes = append(b.res.notes, "worker streams: "+err.Error())
 	}
-	if b.cp != nil {
-		if err := b.cp.alive(); err != nil {
+	for _, c := range b.cps {
+		if err := c.alive(); err != nil {
 			return b.res, err
 		}
 	}
 	return b.res, nil
 }
 
-// waitAcks polls ListDataPlanes until every worker's applied_version is at least rev; it returns
-// the time from t0 to the answer that showed it. It starts once every worker received rev, so it
-// does not compete with the fan-out it follows.
-func (b *bench) waitAcks(rev int64, t0 time.Time) (time.Duration, error) {
+// waitAcks waits until every worker's applied_version is at least rev: with the bench's etcd
+// client, as each worker's entry in etcd shows it (per worker, from the watch watchAcks started),
+// else by polling ListDataPlanes. It returns the time from t0 until all did, and with etcd each
+// worker's time from t0.
+func (b *bench) waitAcks(rev int64, t0 time.Time) (time.Duration, []time.Duration, error) {
+	if b.acks != nil {
+		times, got, err := b.acks.wait(rev, b.o.waitTimeout, b.ctx.Done())
+		if err != nil {
+			return 0, nil, fmt.Errorf("%d/%d workers' entries in etcd show applied_version %d: %w", got, b.o.workers, rev, err)
+		}
+		each := make([]time.Duration, len(times))
+		for i, t := range times {
+			each[i] = max(t.Sub(t0), 0)
+		}
+		return max(latest(times).Sub(t0), 0), each, nil
+	}
 	deadline := time.Now().Add(b.o.waitTimeout)
 	n := 0
 	for time.Now().Before(deadline) {
 		resp, err := b.ops.ListDataPlanes(b.ctx, &fgv1.ListDataPlanesRequest{Gateway: b.o.gateway})
 		if err != nil {
-			return 0, fmt.Errorf("ListDataPlanes: %w", err)
+			return 0, nil, fmt.Errorf("ListDataPlanes: %w", err)
 		}
 		n = 0
 		for _, dp := range resp.GetDataplanes() {
@@ -446,11 +546,42 @@ func (b *bench) waitAcks(rev int64, t0 time.Time) (time.Duration, error) {
 			}
 		}
 		if n >= b.o.workers {
-			return time.Since(t0), nil
+			return time.Since(t0), nil, nil
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("after %s only %d/%d workers show applied_version %d in ListDataPlanes", b.o.waitTimeout, n, b.o.workers, rev)
+	return 0, nil, fmt.Errorf("after %s only %d/%d workers show applied_version %d in ListDataPlanes", b.o.waitTimeout, n, b.o.workers, rev)
+}
+
+// watchAcks follows the workers' entries in etcd (written by the replica holding each stream when
+// the worker ACKs) and records when each worker's entry first showed each applied version.
+func (b *bench) watchAcks(fs *fleetSim) (stop func()) {
+	index := make(map[string]int, len(fs.workers))
+	for _, w := range fs.workers {
+		index[w.id] = w.i
+	}
+	ctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan struct{})
+	wch := b.etcd.Watch(ctx, store.DataPlanePrefix+b.o.gateway+"/", clientv3.WithPrefix())
+	go func() {
+		defer close(done)
+		for wr := range wch {
+			now := time.Now()
+			for _, ev := range wr.Events {
+				if ev.Type != clientv3.EventTypePut {
+					continue
+				}
+				var dp fgv1.DataPlane
+				if proto.Unmarshal(ev.Kv.Value, &dp) != nil {
+					continue
+				}
+				if i, ok := index[dp.GetId()]; ok && dp.GetAppliedVersion() > 0 {
+					b.acks.record(i, dp.GetAppliedVersion(), now)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // keyWatch sees the next write of one etcd key.
@@ -501,7 +632,7 @@ func (w *keyWatch) wait(t0 time.Time) []time.Duration {
 func (b *bench) phase(name string, fn func() error) error {
 	ps := phaseStat{name: name, writes: -1, cpCPU: -1}
 	rev0 := b.etcdRev()
-	cpu0, cpuErr := procCPU(b.pid)
+	cpu0, cpuErr := b.cpCPU()
 	self0, _ := procCPU("self")
 	perf := startPerf(b.o.perfDir, name, pidOf(b.cp))
 	t0 := time.Now()
@@ -510,7 +641,7 @@ func (b *bench) phase(name string, fn func() error) error {
 	if p := perf.stop(12); p != "" {
 		b.res.perf[name] = p
 	}
-	if cpu1, err1 := procCPU(b.pid); cpuErr == nil && err1 == nil && b.pid != "" {
+	if cpu1, err1 := b.cpCPU(); cpuErr == nil && err1 == nil && b.pid != "" {
 		ps.cpCPU = cpu1 - cpu0
 	}
 	self1, _ := procCPU("self")
@@ -549,13 +680,30 @@ func (b *bench) etcdRev() int64 {
 	return resp.Header.Revision
 }
 
+// cpCPU is the CPU time of every replica started.
+func (b *bench) cpCPU() (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range b.pids {
+		d, err := procCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
+// mem is the memory of the replicas started: the largest one's (with one replica, its own).
 func (b *bench) mem() (rss, hwm int64) {
 	if b.pid == "" {
 		return -1, -1
 	}
-	rss, hwm, err := procMem(b.pid)
-	if err != nil {
-		return -1, -1
+	for _, pid := range b.pids {
+		r, h, err := procMem(pid)
+		if err != nil {
+			return -1, -1
+		}
+		rss, hwm = max(rss, r), max(hwm, h)
 	}
 	return rss, hwm
 }

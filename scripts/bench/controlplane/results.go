@@ -31,12 +31,14 @@ type results struct {
 	allRecvStart            []time.Duration // from ApplyGateway's call rather than its answer
 	perWorkerStart          []time.Duration
 	recvEarly               int
+	perWorkerAck            []time.Duration // each worker's entry in etcd shows the version, from ApplyGateway returning
 	pushErr                 string
 
-	reportBytes int
-	reportsSent time.Duration
-	healthInit  time.Duration
-	healthErr   string
+	reportBytes   int
+	healthWorkers int
+	reportsSent   time.Duration
+	healthInit    time.Duration
+	healthErr     string
 
 	badWord          string
 	toBad, toHealthy []time.Duration
@@ -47,6 +49,8 @@ type results struct {
 
 	bhLat          []time.Duration
 	bhSize         int
+	bhDetailLat    []time.Duration
+	bhDetailSize   int
 	bhDecode       time.Duration
 	bhDefaultLimit string
 	bhErr          string
@@ -138,7 +142,12 @@ func (r *results) print(w io.Writer) {
 	distRow(w, "ApplyGateway RPC", r.applyRPC)
 	distRow(w, "**all workers received** the new snapshot", r.allRecv)
 	distRow(w, "per-worker receive latency", r.perWorker)
-	distRow(w, "every ACK recorded (ListDataPlanes applied_version)", r.allAck)
+	if len(r.perWorkerAck) > 0 {
+		distRow(w, "**every ACK recorded** (workers' entries in etcd show applied_version)", r.allAck)
+		distRow(w, "per-worker ACK recorded", r.perWorkerAck)
+	} else {
+		distRow(w, "every ACK recorded (ListDataPlanes applied_version)", r.allAck)
+	}
 	distRow(w, "all workers received, from ApplyGateway's *call*", r.allRecvStart)
 	distRow(w, "per-worker receive latency, from ApplyGateway's *call*", r.perWorkerStart)
 	if r.recvEarly > 0 {
@@ -151,20 +160,23 @@ func (r *results) print(w io.Writer) {
 
 	fmt.Fprintf(w, "\n### Backend health\n\n")
 	fmt.Fprintf(w, "| Measure | n | p50 | p99 | max |\n|---|---:|---:|---:|---:|\n")
-	valueRow(w, fmt.Sprintf("initial convergence: %d full views sent → every server Healthy with healthy_dataplanes == %d", o.workers, o.workers), r.healthInit, r.healthErr)
+	valueRow(w, fmt.Sprintf("initial convergence: %d full views sent → every server Healthy with healthy_dataplanes == %d", r.healthWorkers, r.healthWorkers), r.healthInit, r.healthErr)
 	distRow(w, fmt.Sprintf("transition visible: one worker's Healthy → Unhealthy → BackendHealth shows %s", r.badWord), r.toBad)
 	distRow(w, "transition visible: back to Healthy", r.toHealthy)
 	distRow(w, "transition visible: both directions", append(slices.Clone(r.toBad), r.toHealthy...))
 	distRow(w, "…of which: view stored in etcd (bench's etcd watch on the worker's key)", r.stored)
 	distRow(w, "…of which: in the health cache by (start of the call that showed it, upper bound)", r.inCache)
 	distRow(w, "BackendHealth call while polling (convergence + flips)", r.flipCalls)
-	distRow(w, fmt.Sprintf("**BackendHealth call** (%d calls, %d×%d views loaded)", len(r.bhLat), o.workers, o.servers), r.bhLat)
-	fmt.Fprintf(w, "\n- one worker's full HealthReport: %s; sending all %d took %s\n", fmtBytes(int64(r.reportBytes)), o.workers, fmtDur(r.reportsSent))
+	distRow(w, fmt.Sprintf("**BackendHealth call, fleet summary** (%d×%d views loaded)", r.healthWorkers, o.servers), r.bhLat)
+	distRow(w, "BackendHealth call with every worker's view (as gatewayctl asks)", r.bhDetailLat)
+	fmt.Fprintf(w, "\n- %d of the %d workers report health (at most --max-views %d views); one full HealthReport: %s; sending all %d took %s\n",
+		r.healthWorkers, o.workers, o.maxViews, fmtBytes(int64(r.reportBytes)), r.healthWorkers, fmtDur(r.reportsSent))
 	if r.bhSize > 0 {
-		fmt.Fprintf(w, "- BackendHealth response: %s (the bench reads it raw); a full proto decode of it costs the client another %s\n", fmtBytes(int64(r.bhSize)), fmtDur(r.bhDecode))
+		fmt.Fprintf(w, "- BackendHealth response: fleet summary %s; with every worker's view %s, whose full proto decode costs the client another %s\n",
+			fmtBytes(int64(r.bhSize)), fmtBytes(int64(r.bhDetailSize)), fmtDur(r.bhDecode))
 	}
 	if r.bhDefaultLimit != "" {
-		fmt.Fprintf(w, "- BackendHealth with gRPC's default 4 MiB client receive limit (as gatewayctl dials): %s\n", r.bhDefaultLimit)
+		fmt.Fprintf(w, "- BackendHealth with no detail asked and gRPC's default 4 MiB client receive limit: %s\n", r.bhDefaultLimit)
 	}
 	if r.healthErr != "" {
 		fmt.Fprintf(w, "\n**Health convergence failed:** %s\n", r.healthErr)
@@ -250,4 +262,36 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
+}
+
+// printSummary is one table over every run (size) of the bench.
+func printSummary(w io.Writer, all []*results) {
+	if len(all) == 0 {
+		return
+	}
+	o := all[0].o
+	fmt.Fprintf(w, "\n## Summary: %d workers, %d control-plane replica%s, p50 / p99 / max\n\n", o.workers, o.replicas, plural(o.replicas))
+	fmt.Fprintf(w, "| servers | apply → a worker received the snapshot | apply → its ACK recorded in etcd | apply → every ACK recorded | health views | transition visible in BackendHealth | BackendHealth, summary | with every view | etcd writes/s, steady | CP RSS (largest replica) |\n")
+	fmt.Fprintf(w, "|---:|---|---|---|---:|---|---|---|---:|---:|\n")
+	tri := func(ds []time.Duration) string {
+		if len(ds) == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%s / %s / %s", fmtDur(pct(ds, 50)), fmtDur(pct(ds, 99)), fmtDur(pct(ds, 100)))
+	}
+	for _, r := range all {
+		bh, bhd := "—", "—"
+		if len(r.bhLat) > 0 {
+			bh = fmt.Sprintf("%s / %s (%s)", fmtDur(pct(r.bhLat, 50)), fmtDur(pct(r.bhLat, 99)), fmtBytes(int64(r.bhSize)))
+		}
+		if len(r.bhDetailLat) > 0 {
+			bhd = fmt.Sprintf("%s (%s)", fmtDur(pct(r.bhDetailLat, 50)), fmtBytes(int64(r.bhDetailSize)))
+		}
+		writes := "n/a"
+		if r.steadyWall > 0 {
+			writes = fmt.Sprintf("%.2f", float64(r.steadyWrites)/r.steadyWall.Seconds())
+		}
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %d×%d | %s | %s | %s | %s | %s |\n", r.o.servers, tri(r.perWorker), tri(r.perWorkerAck), tri(r.allAck),
+			r.healthWorkers, r.o.servers, tri(append(slices.Clone(r.toBad), r.toHealthy...)), bh, bhd, writes, fmtBytes(max(r.memLoaded, r.memEnd)))
+	}
 }

@@ -52,14 +52,16 @@ func (w *worker) send(req *fgv1.ConnectRequest) error {
 	return w.stream.Send(req)
 }
 
-func newFleetSim(addr, gateway string, n, perConn int, creds credentials.TransportCredentials) (*fleetSim, error) {
+// newFleetSim makes n workers; their connections go to the replicas at addrs in turn (connection i
+// to addrs[i%len(addrs)]), so that workers are split evenly between replicas.
+func newFleetSim(addrs []string, gateway string, n, perConn int, creds credentials.TransportCredentials) (*fleetSim, error) {
 	if perConn < 1 {
 		perConn = 1
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fleetSim{gateway: gateway, recv: newRecvTracker(n), ctx: ctx, cancel: cancel}
 	for i := 0; i < (n+perConn-1)/perConn; i++ {
-		conn, err := grpc.NewClient(addr,
+		conn, err := grpc.NewClient(addrs[i%len(addrs)],
 			grpc.WithTransportCredentials(creds),
 			grpc.WithUserAgent("fleetgate-bench-worker"),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(256<<20)),
@@ -193,15 +195,17 @@ func (f *fleetSim) startHeartbeats(period time.Duration) {
 	}
 }
 
-// sendFullReports gives every worker a full view of all servers, Healthy, and sends it, 64 workers
-// at a time. The servers' strings and timestamp are shared between workers (read-only).
-func (f *fleetSim) sendFullReports(version int64, settings string, addrs []string) error {
+// sendFullReports gives the workers at indexes which a full view of all servers, Healthy, and
+// sends it, 64 workers at a time. The servers' strings and timestamp are shared between workers
+// (read-only).
+func (f *fleetSim) sendFullReports(which []int, version int64, settings string, addrs []string) error {
 	now := timestamppb.Now()
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
-	for _, w := range f.workers {
+	for _, wi := range which {
+		w := f.workers[wi]
 		servers := make([]*fgv1.ServerHealthReport, len(addrs))
 		for j, a := range addrs {
 			servers[j] = &fgv1.ServerHealthReport{
