@@ -273,7 +273,7 @@ func TestDelete(t *testing.T) {
 func TestDataPlanesWithoutWorkers(t *testing.T) {
 	name := uniqueName(t, "noworkers")
 	r := mustRun(t, "dataplanes", name)
-	if got := strings.Join(strings.Fields(r.stdout), " "); got != "ID GATEWAY ADDRESS APPLIED DESIRED STATUS CONTROLPLANE AGE" {
+	if got := strings.Join(strings.Fields(r.stdout), " "); got != "ID GATEWAY ADDRESS APPLIED DESIRED STATUS CONTROLPLANE AGE STATE" {
 		t.Errorf("want the header only, got %q", r.stdout)
 	}
 	if strings.Count(r.stdout, "\n") != 1 {

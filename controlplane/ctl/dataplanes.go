@@ -19,6 +19,12 @@ const (
 	statusRejected = "Rejected"
 )
 
+// Values of the dataplanes STATE column.
+const (
+	stateConnected = "Connected"
+	stateLeaving   = "Leaving"
+)
+
 func newDataPlanesCommand(a *app) *cobra.Command {
 	var (
 		output = outputTable
@@ -31,7 +37,9 @@ func newDataPlanesCommand(a *app) *cobra.Command {
 --all-gateways): the configuration version each applied and the one it should serve.
 
 STATUS is InSync when the worker serves the stored revision, "Rejected: <error>" when it refused
-the last version it was sent (it keeps serving the one before), Pending otherwise.`,
+the last version it was sent (it keeps serving the one before), Pending otherwise. STATE is
+Leaving for a worker shutting down (finishing its requests in flight; it gets no new configuration
+and its health view no longer counts), Connected otherwise.`,
 		Example: `  gatewayctl dataplanes appgw1
   gatewayctl dataplanes --all-gateways
   gatewayctl --gateway appgw1 dataplanes -o json`,
@@ -74,7 +82,7 @@ the last version it was sent (it keeps serving the one before), Pending otherwis
 // writeDataPlanes writes the dataplanes table; ages are relative to now.
 func writeDataPlanes(out io.Writer, dps []*fgv1.DataPlane, now time.Time) error {
 	w := newTable(out)
-	row(w, "ID", "GATEWAY", "ADDRESS", "APPLIED", "DESIRED", "STATUS", "CONTROLPLANE", "AGE")
+	row(w, "ID", "GATEWAY", "ADDRESS", "APPLIED", "DESIRED", "STATUS", "CONTROLPLANE", "AGE", "STATE")
 	for _, dp := range dps {
 		connected := "-"
 		if dp.GetConnectedAt() != nil {
@@ -83,9 +91,17 @@ func writeDataPlanes(out io.Writer, dps []*fgv1.DataPlane, now time.Time) error 
 		row(w, dp.GetId(), dp.GetGateway(), dp.GetAddress(),
 			strconv.FormatInt(dp.GetAppliedVersion(), 10),
 			strconv.FormatInt(dp.GetDesiredVersion(), 10),
-			dataPlaneStatus(dp), dp.GetControlplane(), connected)
+			dataPlaneStatus(dp), dp.GetControlplane(), connected, dataPlaneState(dp))
 	}
 	return w.Flush()
+}
+
+// dataPlaneState is a worker's STATE: whether it is leaving.
+func dataPlaneState(dp *fgv1.DataPlane) string {
+	if dp.GetLeaving() {
+		return stateLeaving
+	}
+	return stateConnected
 }
 
 // dataPlaneStatus is a worker's STATUS: whether it serves the stored revision.
