@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/dataplane/upstream"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
@@ -29,8 +30,12 @@ type serverStats struct {
 	inflight atomic.Int64 // requests in flight
 	tunnels  atomic.Int64 // upgraded connections open (also counted in inflight)
 
+	// Cutting: plain requests register with cutter (cheap, no context per request); upgraded
+	// connections, which are few and long, watch life.
+	cutter upstream.Cutter
+
 	mu     sync.Mutex
-	life   context.Context // cancelled to cut every request and tunnel
+	life   context.Context // cancelled to cut every tunnel
 	cancel context.CancelFunc
 }
 
@@ -43,7 +48,7 @@ func newServerStats() *serverStats {
 // active is the connections still open: every request in flight holds one, upgraded ones included.
 func (s *serverStats) active() int64 { return s.inflight.Load() }
 
-// lifetime is the context whose end cuts the server's current requests.
+// lifetime is the context whose end cuts the server's current tunnels.
 func (s *serverStats) lifetime() context.Context {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -52,6 +57,7 @@ func (s *serverStats) lifetime() context.Context {
 
 // cut ends every request and tunnel in flight; later ones start afresh.
 func (s *serverStats) cut() {
+	s.cutter.Cut()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cancel()

@@ -264,26 +264,22 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 	stats := srv.stats
 	stats.inflight.Add(1)
 	defer stats.inflight.Add(-1)
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	stopCut := context.AfterFunc(stats.lifetime(), cancel)
-	defer stopCut()
 	var (
 		status int
 		err    error
 	)
 	upstreamStart := time.Now()
-	defer func() { ex.upstream = time.Since(upstreamStart) }()
 	if upgrade != "" {
-		status, err = up.Upgrade(ctx, w, r, upgrade, bs.timeout, stats.track)
+		status, err = h.upgrade(w, r, up, upgrade, bs.timeout, stats)
 		if errors.Is(err, upstream.ErrUpgradeNotSupported) {
 			// This client connection cannot switch protocols: serve the request as if it had not asked.
 			upgrade = ""
 		}
 	}
 	if upgrade == "" {
-		status, err = up.Forward(ctx, w, r, bs.timeout)
+		status, err = up.ForwardCut(r.Context(), w, r, bs.timeout, &stats.cutter)
 	}
+	ex.upstream = time.Since(upstreamStart)
 	ex.status = status
 	if err == nil {
 		return
@@ -301,7 +297,7 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 	case errors.Is(err, upstream.ErrTimeout):
 		ex.status = http.StatusGatewayTimeout
 		http.Error(w, "504 Gateway Timeout: backend server "+srv.addr+" did not answer in time", http.StatusGatewayTimeout)
-	case r.Context().Err() == nil && ctx.Err() != nil:
+	case r.Context().Err() == nil && errors.Is(err, errDrainCut):
 		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" was drained", http.StatusBadGateway)
 	case errors.Is(err, upstream.ErrCanceled), errors.Is(err, context.Canceled):
 		ex.status = 0 // the client went away
@@ -321,6 +317,23 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 		h.p.log.Debug("backend error", "server", srv.addr, "err", err)
 		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" could not be reached", http.StatusBadGateway)
 	}
+}
+
+// errDrainCut is what a request cut by a drain deadline fails with.
+var errDrainCut = upstream.ErrCut
+
+// upgrade forwards an Upgrade request, under a context that the server's drain deadline ends.
+func (h *portHandler) upgrade(w http.ResponseWriter, r *http.Request, up *upstream.Pool, proto string,
+	timeout time.Duration, stats *serverStats) (int, error) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stopCut := context.AfterFunc(stats.lifetime(), cancel)
+	defer stopCut()
+	status, err := up.Upgrade(ctx, w, r, proto, timeout, stats.track)
+	if err != nil && r.Context().Err() == nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w: %w", errDrainCut, err)
+	}
+	return status, err
 }
 
 // tooLarge answers 413 and, on HTTP/1, closes the connection rather than read the rest of the body.

@@ -75,6 +75,15 @@ var (
 // without a body, the request is retried once on a newly dialed connection.
 // Other requests fail with ErrBadResponse since the backend may have acted on them.
 func (p *Pool) Forward(ctx context.Context, w http.ResponseWriter, out *http.Request, timeout time.Duration) (int, error) {
+	return p.ForwardCut(ctx, w, out, timeout, nil)
+}
+
+// ForwardCut is Forward for an exchange that k can cut (k nil: none can).
+func (p *Pool) ForwardCut(ctx context.Context, w http.ResponseWriter, out *http.Request, timeout time.Duration, k *Cutter) (int, error) {
+	var gen uint64
+	if k != nil {
+		gen = k.gen.Load()
+	}
 	if ctx.Err() != nil {
 		return 0, canceled(p.addr, ctx)
 	}
@@ -82,16 +91,16 @@ func (p *Pool) Forward(ctx context.Context, w http.ResponseWriter, out *http.Req
 	if err := ri.init(out, p.addr); err != nil {
 		return 0, wrap(p.addr, ErrInvalidRequest, "", err)
 	}
-	c, err := p.get(ctx)
+	c, err := p.get(ctx, ri.retryable)
 	if err != nil {
 		return 0, err
 	}
-	status, retry, err := p.exchange(ctx, c, w, out, &ri, timeout)
+	status, retry, err := p.exchange(ctx, c, w, out, &ri, timeout, k, gen)
 	if retry && ri.retryable {
 		if c, err = p.dial(ctx); err != nil {
 			return 0, err
 		}
-		status, _, err = p.exchange(ctx, c, w, out, &ri, timeout)
+		status, _, err = p.exchange(ctx, c, w, out, &ri, timeout, k, gen)
 	}
 	return status, err
 }
@@ -100,12 +109,22 @@ func (p *Pool) Forward(ctx context.Context, w http.ResponseWriter, out *http.Req
 // the pool or closes it. retry reports that c was a reused connection that
 // failed before the response began, with nothing written to w.
 func (p *Pool) exchange(ctx context.Context, c *conn, w http.ResponseWriter, out *http.Request,
-	ri *reqInfo, timeout time.Duration) (status int, retry bool, err error) {
+	ri *reqInfo, timeout time.Duration, k *Cutter, gen uint64) (status int, retry bool, err error) {
 	var stop func() bool
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, c.abortFn)
 	}
+	if k != nil {
+		k.enter(c, gen)
+	}
 	status, reuse, retry, err := p.roundTrip(ctx, c, w, out, ri, timeout)
+	if k != nil && k.leave(c) {
+		// Cut: the conn has a past deadline.
+		reuse, retry = false, false
+		if err != nil {
+			err = wrap(p.addr, ErrCut, "", nil)
+		}
+	}
 	if stop != nil && !stop() {
 		// The abort ran (or is running): the conn has a past deadline.
 		reuse, retry = false, false

@@ -159,18 +159,30 @@ func (p *Pool) Close() error {
 	return nil
 }
 
+// liveCheckAfter is how long a connection must have been idle before a
+// request that could be retried checks it (see get).
+const liveCheckAfter = 250 * time.Millisecond
+
 // get returns a connection for one exchange: the most recently used healthy
 // idle connection, or a freshly dialed one.
-func (p *Pool) get(ctx context.Context) (*conn, error) {
+//
+// Checking an idle connection costs a system call, so it is skipped for a
+// request that Forward retries on a fresh connection anyway (retryable) when
+// the connection was in use less than liveCheckAfter ago: under load every
+// request takes a connection idle for microseconds, and a backend closing one
+// then costs a retry, not an error. Left longer, a connection is checked for
+// every request, since a backend may also have sent something unsolicited
+// (say a 408) that would be read as the response.
+func (p *Pool) get(ctx context.Context, retryable bool) (*conn, error) {
 	for {
-		c, err := p.popIdle()
+		c, idle, err := p.popIdle()
 		if err != nil {
 			return nil, err
 		}
 		if c == nil {
 			return p.dial(ctx)
 		}
-		if c.alive() {
+		if retryable && idle < liveCheckAfter || c.alive() {
 			return c, nil
 		}
 		// The backend closed it while it sat idle (or sent something
@@ -179,26 +191,26 @@ func (p *Pool) get(ctx context.Context) (*conn, error) {
 	}
 }
 
-// popIdle removes and returns the newest idle connection, or nil if there is
-// none. If the newest one has expired, every idle connection has (the list is
-// ordered by idle time), so all are closed.
-func (p *Pool) popIdle() (*conn, error) {
+// popIdle removes and returns the newest idle connection and how long it was
+// idle, or nil if there is none. If the newest one has expired, every idle
+// connection has (the list is ordered by idle time), so all are closed.
+func (p *Pool) popIdle() (*conn, time.Duration, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return nil, wrap(p.addr, ErrDial, "", ErrPoolClosed)
+		return nil, 0, wrap(p.addr, ErrDial, "", ErrPoolClosed)
 	}
 	n := len(p.idle)
 	if n == 0 {
 		p.mu.Unlock()
-		return nil, nil
+		return nil, 0, nil
 	}
 	c := p.idle[n-1]
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
-	if time.Since(c.idleSince) < p.opts.IdleTimeout {
+	if idle := time.Since(c.idleSince); idle < p.opts.IdleTimeout {
 		p.mu.Unlock()
-		return c, nil
+		return c, idle, nil
 	}
 	expired := append([]*conn(nil), p.idle...)
 	clear(p.idle)
@@ -208,7 +220,7 @@ func (p *Pool) popIdle() (*conn, error) {
 	for _, e := range expired {
 		e.close()
 	}
-	return nil, nil
+	return nil, 0, nil
 }
 
 // put returns a healthy connection whose exchange completed cleanly to the

@@ -1,0 +1,54 @@
+package gcpace
+
+import (
+	"runtime"
+	"runtime/debug"
+	"testing"
+)
+
+func TestPercent(t *testing.T) {
+	p := &Pacer{MinHeap: 64 << 20, Base: 100}
+	for _, tt := range []struct {
+		live uint64
+		want int
+	}{
+		{0, maxPercent},
+		{1 << 10, maxPercent},     // nearly empty heap: capped
+		{4 << 20, 1500},           // 4 MiB live -> target 64 MiB
+		{16 << 20, 300},           // 16 MiB -> 64 MiB
+		{32 << 20, 100},           // 32 MiB x 2 = 64 MiB: the base
+		{1 << 30, 100},            // large heap: the base, never lower
+		{(64 << 20) / 3 * 2, 100}, // 42.7 MiB: (1.5-1) x 100 = 50, below the base
+	} {
+		if got := p.Percent(tt.live); got != tt.want {
+			t.Errorf("Percent(%d) = %d, want %d", tt.live, got, tt.want)
+		}
+	}
+	off := &Pacer{MinHeap: 64 << 20, Base: -1}
+	if got := off.Percent(1 << 20); got != -1 {
+		t.Errorf("GOGC=off: Percent = %d, want -1 (stays off)", got)
+	}
+}
+
+// TestUpdateSetsGOGC runs the pacer against the real runtime: with a small live heap GOGC goes up,
+// and with a live heap past the floor it comes back to the base.
+func TestUpdateSetsGOGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	p := New(32 << 20)
+	runtime.GC()
+	if got := p.Update(); got <= p.Base {
+		t.Fatalf("small live heap: GOGC %d, want above the base %d", got, p.Base)
+	}
+	if cur := debug.SetGCPercent(p.last); cur != p.last {
+		t.Errorf("runtime GOGC %d, pacer says %d", cur, p.last)
+	}
+	keep := make([][]byte, 0, 48)
+	for range 48 {
+		keep = append(keep, make([]byte, 1<<20)) // 48 MiB live, past 32 MiB / 2
+	}
+	runtime.GC()
+	if got := p.Update(); got != p.Base {
+		t.Errorf("live heap past the floor: GOGC %d, want the base %d", got, p.Base)
+	}
+	runtime.KeepAlive(keep)
+}
