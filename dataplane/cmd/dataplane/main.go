@@ -55,7 +55,7 @@ func run() int {
 	keyFile := fs.String("key-file", "", "private key (PEM) of --cert-file (default: --pki-dir's dataplane.key)")
 	serverName := fs.String("tls-server-name", "", "name to verify in the control plane's certificate (default: the host of each --controlplane address)")
 	plaintext := fs.Bool("insecure", false, "connect in plaintext, with no certificate: only to a control plane run with --insecure (tests and development)")
-	gcMinHeap := fs.Int("gc-min-heap-mib", gcpace.DefaultMinHeap>>20, "heap size (MiB) below which the garbage collector does not run (a dynamic GOGC; 0: off, GOGC alone)")
+	gcMinHeap := fs.Int("gc-min-heap-mib", gcpace.DefaultMinHeap>>20, "let the heap grow to this many MiB before a garbage collection while little is live (a dynamic GOGC; 0 or a GOGC variable: off)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return exitUsage
 	}
