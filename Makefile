@@ -70,7 +70,8 @@ demo: build
 bench: build
 	./scripts/bench.sh
 
-# 1,000 simulated workers x 1,000 servers against one control plane (WORKERS, SERVERS, ROUNDS).
+# 1,000 simulated workers x 10, 1,000 and 10,000 servers against one control plane, then two replicas;
+# then one worker's prober against 10,000 loopback servers (WORKERS, SERVERS, REPLICAS, ROUNDS, ...).
 bench-controlplane: build
 	SKIP_BUILD=1 ./scripts/bench-controlplane.sh
 
