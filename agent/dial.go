@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 )
@@ -47,32 +46,27 @@ func SplitAddresses(list string) ([]string, error) {
 	return out, nil
 }
 
-// Dial returns a client of the control plane at addrs, one or more replicas. One address is dialled
-// as gRPC dials any target. Several go to a static resolver with gRPC's pick_first balancer: the
-// worker holds one connection, to a replica picked at random, and when that connection breaks or
-// its replica hands off, gRPC connects to another address by itself. Each replica's certificate is
-// verified against the host of its own address, unless creds name the server (--tls-server-name),
-// which then goes for every replica.
-func Dial(addrs []string, creds credentials.TransportCredentials, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)
+// Dial returns a client of the control plane at addrs, one or more replicas (opts carry the
+// transport credentials). One address is dialled as gRPC dials any target. Several go to a static
+// resolver with gRPC's pick_first balancer: the worker holds one connection, to a replica picked at
+// random, and when that connection breaks or its replica hands off, gRPC connects to another
+// address by itself. Each replica's certificate is verified against the host of its own address;
+// to check one name for every replica (--tls-server-name), give grpc.WithAuthority(name) too.
+func Dial(addrs []string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	switch len(addrs) {
 	case 0:
 		return nil, errors.New("no control-plane address")
 	case 1:
 		return grpc.NewClient(addrs[0], opts...)
 	}
-	named := creds.Info().ServerName != ""
 	var state resolver.State
 	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil {
 			return nil, fmt.Errorf("control-plane address %q: want host:port: %w", a, err)
 		}
-		addr := resolver.Address{Addr: a}
-		if !named {
-			// The name checked in this replica's certificate: its own host, not the channel's.
-			addr.ServerName = host
-		}
+		// The name checked in this replica's certificate: its own host, not the channel's.
+		addr := resolver.Address{Addr: a, ServerName: host}
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{addr}})
 	}
 	r := manual.NewBuilderWithScheme(resolverScheme)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/fleetgate/fleetgate/agent"
+	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/controlplane/cptest"
 	"github.com/fleetgate/fleetgate/controlplane/pki"
 	"github.com/fleetgate/fleetgate/controlplane/server"
@@ -34,9 +35,15 @@ type replica struct {
 
 func startReplica(t *testing.T, etcd, name, ip string) *replica {
 	t.Helper()
+	return startReplicaNamed(t, etcd, name, ip, ip)
+}
+
+// startReplicaNamed starts a replica on ip whose certificate names hosts only.
+func startReplicaNamed(t *testing.T, etcd, name, ip string, hosts ...string) *replica {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cert := cptest.Certificate(t, pki.Request{CommonName: "cp-" + ip, Hosts: []string{ip}})
+	cert := cptest.Certificate(t, pki.Request{CommonName: "cp-" + ip, Hosts: hosts})
 	srv, err := server.New(ctx, server.Config{
 		EtcdEndpoints: []string{etcd}, Replica: name, LeaseTTL: 2, Log: cptest.Logger(t),
 		TLS: pki.ServerTLSFromMemory(cert, cptest.CA(t).Pool()),
@@ -115,7 +122,7 @@ func (l *trackingListener) kill() {
 
 // startFailoverWorker starts a worker whose agent is given every replica's address, dialled as the
 // dataplane binary dials them (agent.Dial), with the shared data-plane certificate.
-func startFailoverWorker(t *testing.T, id, bind string, backoff time.Duration, cps ...*replica) *runningWorker {
+func startFailoverWorker(t *testing.T, id, bind string, backoff time.Duration, cps []*replica, opts ...grpc.DialOption) *runningWorker {
 	t.Helper()
 	log := cptest.Logger(t)
 	var addrs []string
@@ -123,7 +130,7 @@ func startFailoverWorker(t *testing.T, id, bind string, backoff time.Duration, c
 		addrs = append(addrs, cp.addr)
 	}
 	cert := cptest.Certificate(t, pki.Request{CommonName: pki.DataPlaneName, Roles: []string{pki.RoleDataPlane}, AnyDataPlane: true})
-	conn, err := agent.Dial(addrs, credentials.NewTLS(cptest.ClientTLS(t, &cert)))
+	conn, err := agent.Dial(addrs, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cptest.ClientTLS(t, &cert)))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +215,7 @@ func TestWorkerFailsOverWhenItsReplicaDies(t *testing.T) {
 	cpB := startReplica(t, etcd, "cp-b", "127.0.0.72")
 	_, portA := backend(t, "A")
 	listen := freePort(t)
-	w := startFailoverWorker(t, "dp-1", "127.0.0.2", 20*time.Millisecond, cpA, cpB)
+	w := startFailoverWorker(t, "dp-1", "127.0.0.2", 20*time.Millisecond, []*replica{cpA, cpB})
 	rev1 := cptest.Apply(t, dialReplica(t, cpA), gatewayDoc(listen, portA))
 	on, other := holder(t, "dp-1", rev1, cpA, cpB)
 
@@ -242,7 +249,7 @@ func TestShutdownHandsWorkersOffWithoutBackoff(t *testing.T) {
 	cpB := startReplica(t, etcd, "cp-b", "127.0.0.72")
 	_, portA := backend(t, "A")
 	listen := freePort(t)
-	w := startFailoverWorker(t, "dp-1", "127.0.0.2", time.Hour, cpA, cpB)
+	w := startFailoverWorker(t, "dp-1", "127.0.0.2", time.Hour, []*replica{cpA, cpB})
 	rev1 := cptest.Apply(t, dialReplica(t, cpA), gatewayDoc(listen, portA))
 	on, other := holder(t, "dp-1", rev1, cpA, cpB)
 
@@ -352,4 +359,58 @@ func TestSplitAddresses(t *testing.T) {
 			t.Errorf("SplitAddresses(%q) = %v, %v; want %s", c.in, got, err, c.want)
 		}
 	}
+}
+
+// With --tls-server-name (grpc.WithAuthority), one name is checked in every replica's certificate,
+// here certificates that name no address at all; failover works the same.
+func TestOneServerNameForEveryReplica(t *testing.T) {
+	const name = "cp.fleetgate.test"
+	etcd := cptest.Etcd(t)
+	cpA := startReplicaNamed(t, etcd, "cp-a", "127.0.0.71", name)
+	cpB := startReplicaNamed(t, etcd, "cp-b", "127.0.0.72", name)
+	admin := func(r *replica) fgv1.ConfigServiceClient {
+		c := cptest.Certificate(t, pki.Request{CommonName: "cptest", Roles: []string{pki.RoleAdmin}})
+		return fgv1.NewConfigServiceClient(cptest.DialAs(t, r.addr, &c, grpc.WithAuthority(name)))
+	}
+	fleet := func(r *replica) map[string]*fgv1.DataPlane {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := admin(r).ListDataPlanes(ctx, &fgv1.ListDataPlanesRequest{Gateway: "appgw1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*fgv1.DataPlane{}
+		for _, dp := range resp.GetDataplanes() {
+			out[dp.GetId()] = dp
+		}
+		return out
+	}
+	_, portA := backend(t, "A")
+	listen := freePort(t)
+	w := startFailoverWorker(t, "dp-1", "127.0.0.2", 20*time.Millisecond, []*replica{cpA, cpB}, grpc.WithAuthority(name))
+	gw, err := config.Decode([]byte(gatewayDoc(listen, portA)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := admin(cpA).ApplyGateway(ctx, &fgv1.ApplyGatewayRequest{Gateway: gw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cptest.Eventually(t, 15*time.Second, func() bool { return w.a.Applied() == resp.GetRevision() }, "version %d not applied", resp.GetRevision())
+	var on, other *replica
+	cptest.Eventually(t, 15*time.Second, func() bool {
+		switch fleet(cpA)["dp-1"].GetControlplane() {
+		case "cp-a":
+			on, other = cpA, cpB
+		case "cp-b":
+			on, other = cpB, cpA
+		}
+		return on != nil
+	}, "dp-1 not registered")
+	on.kill()
+	cptest.Eventually(t, 15*time.Second, func() bool {
+		return fleet(other)["dp-1"].GetControlplane() == other.name && w.a.Connected()
+	}, "dp-1 did not move to %s", other.name)
 }

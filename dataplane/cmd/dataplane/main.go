@@ -126,9 +126,14 @@ func run() int {
 		defer adminSrv.Close()
 		log.Info("admin endpoint", "address", lis.Addr().String())
 	}
-	conn, err := agent.Dial(cpAddrs, creds,
+	dialOpts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if *serverName != "" {
+		dialOpts = append(dialOpts, grpc.WithAuthority(*serverName)) // the one name for every replica
+	}
+	conn, err := agent.Dial(cpAddrs, dialOpts...)
 	if err != nil {
 		log.Error("control plane client", "err", err)
 		return exitError
