@@ -142,7 +142,7 @@ func TestWriteDataPlanesAge(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("want header and one row, got:\n%s", b.String())
 	}
-	if got, want := strings.Join(strings.Fields(lines[1]), " "), "w1 gw 127.0.0.1:80 4 5 Rejected: line one line two cp1 3h"; got != want {
+	if got, want := strings.Join(strings.Fields(lines[1]), " "), "w1 gw 127.0.0.1:80 4 5 Rejected: line one line two cp1 3h Connected"; got != want {
 		t.Errorf("row %q, want %q", got, want)
 	}
 }
