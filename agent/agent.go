@@ -96,6 +96,9 @@ const (
 	quickSession     = time.Second
 )
 
+// closeWait bounds the clean end of a stream when the agent stops.
+const closeWait = time.Second
+
 // handoffError ends a session the control plane handed off (ConnectResponse.Reconnect).
 type handoffError struct{ reason string }
 
@@ -251,8 +254,11 @@ func (a *Agent) backoff(attempt int) time.Duration {
 
 // session runs one Connect stream. established reports whether the control plane answered at all.
 func (a *Agent) session(ctx context.Context) (established bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
+	// When ctx ends, the stream gets closeWait to end cleanly (its side closed, the control plane
+	// ending the stream after the messages before) before it is cut.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(closeWait, cancel) })()
 	stream, err := a.client.Connect(sctx)
 	if err != nil {
 		return false, err
@@ -333,6 +339,12 @@ func (a *Agent) session(ctx context.Context) (established bool, err error) {
 	for {
 		select {
 		case <-ctx.Done():
+			if err := stream.CloseSend(); err == nil {
+				select {
+				case <-recvErr:
+				case <-sctx.Done():
+				}
+			}
 			return true, ctx.Err()
 		case err := <-recvErr:
 			return true, err

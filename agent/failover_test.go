@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -276,7 +277,8 @@ func TestShutdownHandsWorkersOffWithoutBackoff(t *testing.T) {
 // the last worker leaves, Unknown rather than stale. A leaving worker still serves its requests.
 func TestLeavingWorkerStopsCounting(t *testing.T) {
 	etcd := cptest.Etcd(t)
-	cp := cptest.Start(t, etcd, "cp-a")
+	logs := &lockedBuffer{}
+	cp := cptest.StartWith(t, etcd, "cp-a", cptest.Options{Log: slog.New(slog.NewTextHandler(logs, nil))})
 	srv := startSwitchable(t, "127.0.0.73:0", "S")
 	_, port, _ := net.SplitHostPort(srv.addr)
 	var p int
@@ -325,12 +327,41 @@ func TestLeavingWorkerStopsCounting(t *testing.T) {
 		return backendHealth(t, cp.Addr)[addr].GetHealth() == "Unknown"
 	}, "server not Unknown once every worker left: %v", backendHealth(t, cp.Addr)[addr])
 
-	// A leaving worker's stream ending removes it.
+	// A leaving worker's stream ending (cleanly, as the agent stops) removes it, logged as left.
 	w2.stop()
 	cptest.Eventually(t, 10*time.Second, func() bool {
 		_, ok := listDataPlanes(t, cp.Addr)["dp-2"]
 		return !ok
 	}, "dp-2 still listed after it left")
+	cptest.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), `msg="worker left" dataplane=dp-2`)
+	}, "no 'worker left' line for dp-2:\n%s", logs.String())
+	for _, l := range []string{`msg="worker leaving" dataplane=dp-2 gateway=appgw1 reason="test: dp-2 scaled in"`, `msg="worker leaving" dataplane=dp-1`} {
+		if !strings.Contains(logs.String(), l) {
+			t.Errorf("log lacks %s", l)
+		}
+	}
+	if strings.Contains(logs.String(), `msg="dataplane stream lost" dataplane=dp-2`) {
+		t.Errorf("dp-2's end logged as a lost stream:\n%s", logs.String())
+	}
+}
+
+// lockedBuffer collects a replica's log.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // The --controlplane list: one address passes as given, several must be host:port and distinct.

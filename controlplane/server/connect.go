@@ -96,20 +96,23 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (
 		}
 	}()
 
-	// Answers from the worker are read in their own goroutine; the sender below owns the stream's
-	// send side and the registry entry.
-	answers := make(chan *fgv1.ConnectRequest, 16)
-	recvErr := make(chan error, 1)
+	// Answers from the worker are read in their own goroutine, and the end of its side comes through
+	// the same channel, after them (a Leaving just before the end is not lost); the sender below owns
+	// the stream's send side and the registry entry.
+	type received struct {
+		req *fgv1.ConnectRequest
+		err error
+	}
+	answers := make(chan received, 16)
 	go func() {
 		for {
 			req, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
+			select {
+			case answers <- received{req, err}:
+			case <-ctx.Done():
 				return
 			}
-			select {
-			case answers <- req:
-			case <-ctx.Done():
+			if err != nil {
 				return
 			}
 		}
@@ -187,11 +190,6 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (
 		case <-s.handoff:
 			handedOff = true
 			return s.sendReconnect(stream)
-		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return nil // the worker closed its side: a normal end
-			}
-			return err
 		case <-changed:
 			if err := send(); err != nil {
 				return err
@@ -212,7 +210,13 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (
 			if err := stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_ProbeCall{ProbeCall: call.msg}}); err != nil {
 				return err
 			}
-		case req := <-answers:
+		case got := <-answers:
+			if errors.Is(got.err, io.EOF) {
+				return nil // the worker closed its side: a normal end
+			} else if got.err != nil {
+				return got.err
+			}
+			req := got.req
 			if r := req.GetProbeReply(); r != nil {
 				if reply := pending[r.GetId()]; reply != nil {
 					delete(pending, r.GetId())
