@@ -881,10 +881,7 @@ summarize() {
 }
 
 # ---- memory ----
-declare -A RSS_IDLE=() RSS_BEFORE=() RSS_HELD=() RSS_AFTER=() MEM_FAIL=()
-if ((${#RUN_LIST[@]})); then
-	for t in "${PROXIES[@]}"; do running "$t" && RSS_IDLE[$t]=$(rss_kib "${TPID[$t]}"); done
-fi
+declare -A RSS_BEFORE=() RSS_HELD=() RSS_AFTER=() MEM_FAIL=()
 HOLD_PID=
 if selected memory && ((${#PROXIES[@]})); then
 	log "memory: RSS idle, then holding $MEM_CONNS idle keep-alive connections (sources $MEM_SOURCES)"
@@ -1032,6 +1029,7 @@ case_notes() {
 		done
 		;;
 	esac
+	[[ $1 == handshake ]] && echo "- wrk resumes the TLS session on each new connection (checked with nginx's \$ssl_session_reused), so this measures TCP setup plus a resumed TLS 1.3 handshake (PSK with ECDHE) per request, not full handshakes."
 	[[ $1 == h2 ]] && echo "- p50/p99 from h2load's per-request log (time to the end of each response)."
 	return 0
 }
@@ -1100,7 +1098,7 @@ memory_report() {
 	echo
 	echo "| target | idle RSS | RSS with $MEM_CONNS conns | growth | per connection | after closing them | Fleetgate ratio idle / with conns |"
 	echo "|---|---|---|---|---|---|---|"
-	fg_idle=${RSS_IDLE[fleetgate]:-} fg_held=${RSS_HELD[fleetgate]:-}
+	fg_idle=${RSS_BEFORE[fleetgate]:-} fg_held=${RSS_HELD[fleetgate]:-}
 	for t in "${PROXIES[@]}"; do
 		if [[ -n ${MEM_FAIL[$t]:-} ]]; then
 			echo "| ${LABEL[$t]} ⚠ | $(fmt_mib "${RSS_BEFORE[$t]}") | failed: ${MEM_FAIL[$t]} | - | - | $(fmt_mib "${RSS_AFTER[$t]}") | - |"
@@ -1118,7 +1116,7 @@ routing_report() {
 	echo
 	echo "### Routing cost as rules grow (\`go test -bench BenchmarkMatch ./dataplane/route/\`)"
 	echo
-	echo "One core (\`-cpu 1\`, pinned to core $PROXY_CPU), \`-benchtime $ROUTING_BENCHTIME -count $ROUTING_COUNT\`, median ns per lookup; the request always matches the middle rule."
+	echo "One core (\`-cpu 1\`, pinned to core $PROXY_CPU), \`-benchtime $ROUTING_BENCHTIME -count $ROUTING_COUNT\`, median ns per lookup; the request is for the middle rule (the miss row: for none)."
 	echo
 	echo "| lookup | 10 | 1,000 | 10,000 | 10,000 / 10 | allocs/op |"
 	echo "|---|---|---|---|---|---|"
