@@ -199,6 +199,7 @@ func (p *bhPoller) waitFor(ctx context.Context, addr, want string, timeout time.
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
+		time.Sleep(2 * time.Millisecond) // a summary call takes about a millisecond: leave the control plane room
 		start := time.Now()
 		h, _, err := p.healthOf(ctx, addr)
 		if err != nil {

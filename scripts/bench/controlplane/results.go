@@ -35,6 +35,7 @@ type results struct {
 	pushErr                 string
 
 	reportBytes   int
+	viewsResent   int // views sent again because their write to etcd had failed
 	healthWorkers int
 	reportsSent   time.Duration
 	healthInit    time.Duration
@@ -178,6 +179,9 @@ func (r *results) print(w io.Writer) {
 	if r.bhDefaultLimit != "" {
 		fmt.Fprintf(w, "- BackendHealth with no detail asked and gRPC's default 4 MiB client receive limit: %s\n", r.bhDefaultLimit)
 	}
+	if r.viewsResent > 0 {
+		fmt.Fprintf(w, "- **%d views were sent again** during convergence: the control plane's write of them to etcd had failed (each write is bounded to 1 s) and a worker sends its view again only when it changes\n", r.viewsResent)
+	}
 	if r.healthErr != "" {
 		fmt.Fprintf(w, "\n**Health convergence failed:** %s\n", r.healthErr)
 	}
@@ -291,7 +295,14 @@ func printSummary(w io.Writer, all []*results) {
 		if r.steadyWall > 0 {
 			writes = fmt.Sprintf("%.2f", float64(r.steadyWrites)/r.steadyWall.Seconds())
 		}
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %d×%d | %s | %s | %s | %s | %s |\n", r.o.servers, tri(r.perWorker), tri(r.perWorkerAck), tri(r.allAck),
-			r.healthWorkers, r.o.servers, tri(append(slices.Clone(r.toBad), r.toHealthy...)), bh, bhd, writes, fmtBytes(max(r.memLoaded, r.memEnd)))
+		views := fmt.Sprintf("%d×%d", r.healthWorkers, r.o.servers)
+		if r.viewsResent > 0 {
+			views += fmt.Sprintf(" (%d resent)", r.viewsResent)
+		}
+		if r.healthErr != "" {
+			views += " (**failed**)"
+		}
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.o.servers, tri(r.perWorker), tri(r.perWorkerAck), tri(r.allAck),
+			views, tri(append(slices.Clone(r.toBad), r.toHealthy...)), bh, bhd, writes, fmtBytes(max(r.memLoaded, r.memEnd)))
 	}
 }
