@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -309,6 +310,10 @@ func hello(t *testing.T, addr string, cert *tls.Certificate, dataplaneID string)
 	}
 	h := &fgv1.Hello{DataplaneId: dataplaneID, Gateway: "auth", Address: "127.0.0.1"}
 	if err := stream.Send(&fgv1.ConnectRequest{Kind: &fgv1.ConnectRequest_Hello{Hello: h}}); err != nil {
+		if err == io.EOF {
+			// The server ended the stream already; its status comes with Recv.
+			_, err = stream.Recv()
+		}
 		return err
 	}
 	got := make(chan error, 1)
