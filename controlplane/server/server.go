@@ -41,6 +41,8 @@ import (
 type Config struct {
 	// EtcdEndpoints of an external etcd cluster. Empty: run an embedded etcd in DataDir.
 	EtcdEndpoints []string
+	// EtcdTLS is the etcd client's TLS (see store.EtcdClientTLS); nil: plaintext.
+	EtcdTLS *tls.Config
 	// DataDir holds the embedded etcd's data.
 	DataDir string
 	// Keyring seals the listeners' private keys in etcd. Nil: they are stored in the clear.
@@ -143,6 +145,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
+		TLS:         cfg.EtcdTLS,
 		Logger:      zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(s.metrics.etcdInterceptor)},
 	})

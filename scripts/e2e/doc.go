@@ -7,6 +7,8 @@
 //   - TestFleetEndToEnd: control plane on embedded etcd, two workers, two backends, gatewayctl.
 //   - TestTwoReplicasOnExternalEtcd: two replicas on one Debian etcd share the fleet.
 //   - TestSecurity: a PKI made by hand, per-worker certificates, tokens and roles.
+//   - TestControlPlaneOnTLSEtcd: the control plane on a Debian etcd that serves TLS and requires
+//     client certificates (--etcd-ca-file, --etcd-cert-file, --etcd-key-file).
 //
 // The fault and soak tests (`make faults` runs only these: -run '^Test(Fault|Soak)') check the two
 // promises that matter to an operator:

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,14 +27,19 @@ type etcdMember struct {
 	client string // http://ip:port
 }
 
-// startEtcdCluster starts one etcd member per IP, all in one cluster.
-func startEtcdCluster(t *testing.T, bin string, ips []string) []*etcdMember {
+// startEtcdCluster starts one etcd member per IP, all in one cluster. With clientTLS (etcd's flags
+// --cert-file, --key-file, ...), members serve their clients TLS only, on https:// URLs.
+func startEtcdCluster(t *testing.T, bin string, ips []string, clientTLS ...string) []*etcdMember {
 	t.Helper()
 	type addr struct{ client, peer string }
 	addrs := make([]addr, len(ips))
+	scheme := "http"
+	if len(clientTLS) > 0 {
+		scheme = "https"
+	}
 	var initial []string
 	for i, ip := range ips {
-		addrs[i] = addr{fmt.Sprintf("http://%s:%d", ip, freePort(t, ip)), fmt.Sprintf("http://%s:%d", ip, freePort(t, ip))}
+		addrs[i] = addr{fmt.Sprintf("%s://%s:%d", scheme, ip, freePort(t, ip)), fmt.Sprintf("http://%s:%d", ip, freePort(t, ip))}
 		initial = append(initial, fmt.Sprintf("e%d=%s", i+1, addrs[i].peer))
 	}
 	token := fmt.Sprintf("e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
@@ -41,11 +47,12 @@ func startEtcdCluster(t *testing.T, bin string, ips []string) []*etcdMember {
 	for i := range ips {
 		name := fmt.Sprintf("e%d", i+1)
 		dir := filepath.Join(t.TempDir(), name)
-		p := start(t, "etcd-"+name, bin, "--name", name, "--data-dir", dir,
+		args := []string{"--name", name, "--data-dir", dir,
 			"--listen-client-urls", addrs[i].client, "--advertise-client-urls", addrs[i].client,
 			"--listen-peer-urls", addrs[i].peer, "--initial-advertise-peer-urls", addrs[i].peer,
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
-			"--initial-cluster-token", token, "--log-level", "warn")
+			"--initial-cluster-token", token, "--log-level", "warn"}
+		p := start(t, "etcd-"+name, bin, append(args, clientTLS...)...)
 		members[i] = &etcdMember{proc: p, name: name, client: addrs[i].client}
 	}
 	return members
@@ -61,7 +68,13 @@ func endpointsOf(ms []*etcdMember) []string {
 
 func etcdClient(t *testing.T, endpoints []string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	return etcdClientTLS(t, endpoints, nil)
+}
+
+// etcdClientTLS is etcdClient with TLS (nil: plaintext).
+func etcdClientTLS(t *testing.T, endpoints []string, cfg *tls.Config) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: cfg, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,11 @@ Flags:
 		fs.PrintDefaults()
 	}
 	listen := fs.String("listen", "127.0.0.1:7070", "gRPC listen address")
-	endpoints := fs.String("etcd-endpoints", "", "comma-separated etcd client URLs; empty runs an embedded etcd in --data-dir")
+	endpoints := fs.String("etcd-endpoints", "", "comma-separated etcd client URLs (http:// or https://); empty runs an embedded etcd in --data-dir")
+	var etcdTLS store.EtcdTLS
+	fs.StringVar(&etcdTLS.CAFile, "etcd-ca-file", "", "external etcd: CA certificates (PEM) that etcd's server certificate must chain to (default with https:// endpoints: the system's)")
+	fs.StringVar(&etcdTLS.CertFile, "etcd-cert-file", "", "external etcd: client certificate (PEM) presented to etcd (its --client-cert-auth); needs --etcd-key-file")
+	fs.StringVar(&etcdTLS.KeyFile, "etcd-key-file", "", "external etcd: private key (PEM) of --etcd-cert-file")
 	dataDir := fs.String("data-dir", "fleetgate-data", "data directory of the embedded etcd (and of the auto PKI, in DATA-DIR/pki)")
 	etcdClient := fs.String("etcd-client-addr", "127.0.0.1:2379", "embedded etcd: client listen address")
 	etcdPeer := fs.String("etcd-peer-addr", "127.0.0.1:2380", "embedded etcd: peer listen address")
@@ -96,6 +100,23 @@ Flags:
 	}
 	if *endpoints != "" {
 		cfg.EtcdEndpoints = strings.Split(*endpoints, ",")
+	}
+	switch {
+	case *endpoints == "" && !etcdTLS.IsZero():
+		fmt.Fprintln(stderr, "controlplane: --etcd-ca-file, --etcd-cert-file and --etcd-key-file are for an external etcd (--etcd-endpoints)")
+		return exitUsage
+	case *endpoints != "":
+		if cfg.EtcdTLS, err = store.EtcdClientTLS(cfg.EtcdEndpoints, etcdTLS); err != nil {
+			fmt.Fprintln(stderr, "controlplane:", err)
+			return exitError
+		}
+		checkCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = store.CheckEtcdTLS(checkCtx, cfg.EtcdEndpoints, cfg.EtcdTLS)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "controlplane:", err)
+			return exitError
+		}
 	}
 	byo := *certFile != "" || *keyFile != "" || *clientCAFile != ""
 	switch {
