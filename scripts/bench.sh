@@ -800,6 +800,17 @@ rss_kib() {
 	done
 	echo "$sum"
 }
+# pss_kib PID: proportional set size of PID and its direct children, KiB: pages shared between them
+# (nginx's master and worker: code, shared memory zones) counted once; empty without smaps_rollup.
+pss_kib() {
+	local p sum=0 r
+	for p in $(tree "$1"); do
+		r=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+		[[ -n $r ]] || return 0
+		sum=$((sum + r))
+	done
+	echo "$sum"
+}
 CLK_TCK=$(getconf CLK_TCK)
 # machine_busy: highest busy percent of the two cores over 0.3 s (the rig itself idles meanwhile).
 machine_busy() {
@@ -881,14 +892,14 @@ summarize() {
 }
 
 # ---- memory ----
-declare -A RSS_BEFORE=() RSS_HELD=() RSS_AFTER=() MEM_FAIL=()
+declare -A RSS_BEFORE=() RSS_HELD=() RSS_AFTER=() PSS_BEFORE=() PSS_HELD=() MEM_FAIL=()
 HOLD_PID=
 if selected memory && ((${#PROXIES[@]})); then
 	log "memory: RSS idle, then holding $MEM_CONNS idle keep-alive connections (sources $MEM_SOURCES)"
 	for t in "${PROXIES[@]}"; do
 		wait_idle >/dev/null
 		pid=${TPID[$t]} f=$RES/memory.$t.out
-		RSS_BEFORE[$t]=$(rss_kib "$pid")
+		RSS_BEFORE[$t]=$(rss_kib "$pid") PSS_BEFORE[$t]=$(pss_kib "$pid")
 		taskset -c "$LOAD_CPU" "$TMP/bin/holdconns" --addr "${ADDR[$t]}" --n "$MEM_CONNS" --path /64 \
 			--src "$MEM_SOURCES" >"$f" 2>&1 </dev/null &
 		HOLD_PID=$!
@@ -902,7 +913,7 @@ if selected memory && ((${#PROXIES[@]})); then
 		done
 		if [[ -z ${MEM_FAIL[$t]:-} ]]; then
 			sleep "$MEM_SETTLE"
-			RSS_HELD[$t]=$(rss_kib "$pid")
+			RSS_HELD[$t]=$(rss_kib "$pid") PSS_HELD[$t]=$(pss_kib "$pid")
 		fi
 		kill -TERM "$HOLD_PID" 2>/dev/null || true
 		wait "$HOLD_PID" 2>/dev/null || true
@@ -1090,23 +1101,27 @@ case_report() {
 }
 
 memory_report() {
-	local t fg_held fg_idle per
+	local t fg_held fg_idle per pss
 	echo
 	echo "### Memory: RSS idle and holding $MEM_CONNS idle keep-alive client connections"
 	echo
-	echo "Each connection made one \`GET /64\` on the basic listener (\`scripts/bench/holdconns\`, sources $MEM_SOURCES), then idles; RSS read ${MEM_SETTLE}s after the last answer. RSS of all the proxy's processes (nginx: master + worker). Every proxy is configured for $MAXCONN connections (nginx \`worker_connections\`, HAProxy \`maxconn\`, Fleetgate \`maxConnectionsPerListener\`) and holds the listeners of every benchmark of this run; idle: after start and the checks (a few requests), before any load."
+	echo "Each connection made one \`GET /64\` on the basic listener (\`scripts/bench/holdconns\`, sources $MEM_SOURCES), then idles; memory read ${MEM_SETTLE}s after the last answer. Every proxy is configured for $MAXCONN connections (nginx \`worker_connections\`, HAProxy \`maxconn\`, Fleetgate \`maxConnectionsPerListener\`) and holds the listeners of every benchmark of this run; idle: after start and the checks (a few requests), before any load."
 	echo
-	echo "| target | idle RSS | RSS with $MEM_CONNS conns | growth | per connection | after closing them | Fleetgate ratio idle / with conns |"
-	echo "|---|---|---|---|---|---|---|"
+	echo "| target | idle RSS | RSS with $MEM_CONNS conns | growth | per connection | after closing them | PSS idle / with conns | Fleetgate ratio idle / with conns |"
+	echo "|---|---|---|---|---|---|---|---|"
 	fg_idle=${RSS_BEFORE[fleetgate]:-} fg_held=${RSS_HELD[fleetgate]:-}
 	for t in "${PROXIES[@]}"; do
+		pss="${PSS_BEFORE[$t]:+$(fmt_mib "${PSS_BEFORE[$t]}")} / ${PSS_HELD[$t]:+$(fmt_mib "${PSS_HELD[$t]}")}"
 		if [[ -n ${MEM_FAIL[$t]:-} ]]; then
-			echo "| ${LABEL[$t]} ⚠ | $(fmt_mib "${RSS_BEFORE[$t]}") | failed: ${MEM_FAIL[$t]} | - | - | $(fmt_mib "${RSS_AFTER[$t]}") | - |"
+			echo "| ${LABEL[$t]} ⚠ | $(fmt_mib "${RSS_BEFORE[$t]}") | failed: ${MEM_FAIL[$t]} | - | - | $(fmt_mib "${RSS_AFTER[$t]}") | $pss | - |"
 			continue
 		fi
 		per=$(awk -v a="${RSS_BEFORE[$t]}" -v b="${RSS_HELD[$t]}" -v n="$MEM_CONNS" 'BEGIN { printf "%.1f KiB", (b - a) / n }')
-		echo "| ${LABEL[$t]} | $(fmt_mib "${RSS_BEFORE[$t]}") | $(fmt_mib "${RSS_HELD[$t]}") | $(fmt_mib $((RSS_HELD[$t] - RSS_BEFORE[$t]))) | $per | $(fmt_mib "${RSS_AFTER[$t]}") | $(ratio "$fg_idle" "${RSS_BEFORE[$t]}") / $(ratio "$fg_held" "${RSS_HELD[$t]}") |"
+		echo "| ${LABEL[$t]} | $(fmt_mib "${RSS_BEFORE[$t]}") | $(fmt_mib "${RSS_HELD[$t]}") | $(fmt_mib $((RSS_HELD[$t] - RSS_BEFORE[$t]))) | $per | $(fmt_mib "${RSS_AFTER[$t]}") | $pss | $(ratio "$fg_idle" "${RSS_BEFORE[$t]}") / $(ratio "$fg_held" "${RSS_HELD[$t]}") |"
 	done
+	echo
+	echo "- RSS: the sum over the proxy's processes (nginx's master and worker count their shared pages twice); PSS counts a page shared by N processes 1/N in each, so its sum is the proxy's own footprint."
+	echo "- Go servers (Fleetgate, Caddy, the ReverseProxy: net/http) keep, per idle connection, a goroutine with its stack and the connection's read and write buffers; nginx and HAProxy keep a small connection structure and release the buffers of an idle keep-alive connection."
 	[[ -n $MEM_NOTE ]] && { echo; echo "- ⚠ $MEM_NOTE"; }
 	return 0
 }
