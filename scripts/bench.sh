@@ -15,7 +15,7 @@
 #
 # Benchmarks (BENCH, comma- or space-separated, default all, in this order):
 #   basic      a Basic rule to one origin, HTTP/1.1 keep-alive (wrk): every target in TARGETS
-#   memory     each proxy's RSS idle after start, then holding MEM_CONNS idle keep-alive client
+#   memory     each proxy's RSS (and PSS) idle after start, then holding MEM_CONNS idle keep-alive client
 #              connections, each after one request (scripts/bench/holdconns): every proxy in TARGETS
 #   affinity   cookie affinity, a returning client: the pool has two servers (the origin on NET.1
 #              and NET.7) and every request carries the affinity cookie the proxy issued.
@@ -234,6 +234,7 @@ ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 [[ $NOFILE == unlimited ]] && NOFILE=1048576
 MEM_NOTE=
+HAPROXY_NOTE=
 if selected memory && ((MEM_CONNS + 1024 > NOFILE)); then
 	MEM_NOTE="MEM_CONNS lowered from $MEM_CONNS to $((NOFILE - 1024)): the open-files limit is $NOFILE (ulimit -Hn)"
 	log "warning: $MEM_NOTE"
@@ -513,6 +514,7 @@ start_haproxy() {
 	# idle clients need one each, so let it start below that reserve rather than refuse to.
 	if ((2 * MAXCONN + 100 > NOFILE)); then
 		limits=$'\n'"    ulimit-n $NOFILE"$'\n'"    no strict-limits"
+		HAPROXY_NOTE="HAProxy ran with \`maxconn $MAXCONN\`, \`ulimit-n $NOFILE\` and \`no strict-limits\`: it reserves two descriptors per connection (client and server side), more than the open-files limit ($NOFILE) allows, and refuses to start otherwise."
 	fi
 	{
 		cat <<EOF
@@ -1122,7 +1124,8 @@ memory_report() {
 	echo
 	echo "- RSS: the sum over the proxy's processes (nginx's master and worker count their shared pages twice); PSS counts a page shared by N processes 1/N in each, so its sum is the proxy's own footprint."
 	echo "- Go servers (Fleetgate, Caddy, the ReverseProxy: net/http) keep, per idle connection, a goroutine with its stack and the connection's read and write buffers; nginx and HAProxy keep a small connection structure and release the buffers of an idle keep-alive connection."
-	[[ -n $MEM_NOTE ]] && { echo; echo "- ⚠ $MEM_NOTE"; }
+	[[ -n $HAPROXY_NOTE ]] && echo "- $HAPROXY_NOTE"
+	[[ -n $MEM_NOTE ]] && echo "- ⚠ $MEM_NOTE"
 	return 0
 }
 
