@@ -22,8 +22,10 @@ import (
 // DefaultMinHeap is the heap size below which collections are not worth their cost.
 const DefaultMinHeap = 64 << 20
 
-// maxPercent bounds GOGC, so that a nearly empty heap does not make it absurd.
-const maxPercent = 5000
+// runtimeMinHeap is the Go runtime's own smallest heap goal at GOGC=100: at GOGC=g a collection
+// never starts below runtimeMinHeap x g/100, whatever the live heap. GOGC is capped so that this
+// does not pass the floor.
+const runtimeMinHeap = 4 << 20
 
 // Pacer adjusts GOGC to the live heap.
 type Pacer struct {
@@ -49,11 +51,12 @@ func (p *Pacer) Percent(live uint64) int {
 	if p.Base < 0 {
 		return p.Base // GOGC=off stays off
 	}
-	if live == 0 {
-		return maxPercent
-	}
+	// Before the first collection the live heap reads 0; below the runtime's minimum it does not
+	// matter.
+	live = max(live, runtimeMinHeap)
 	want := math.Ceil((float64(p.MinHeap)/float64(live) - 1) * 100)
-	return int(min(max(want, float64(p.Base)), maxPercent))
+	limit := float64(p.MinHeap) * 100 / runtimeMinHeap
+	return int(max(min(want, limit), float64(p.Base)))
 }
 
 // Update reads the live heap and sets GOGC; it returns the value set.

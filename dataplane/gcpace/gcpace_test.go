@@ -12,8 +12,8 @@ func TestPercent(t *testing.T) {
 		live uint64
 		want int
 	}{
-		{0, maxPercent},
-		{1 << 10, maxPercent},     // nearly empty heap: capped
+		{0, 1500},                 // before the first collection: the runtime's 4 MiB minimum x 16
+		{1 << 10, 1500},           // nearly empty heap: the same
 		{4 << 20, 1500},           // 4 MiB live -> target 64 MiB
 		{16 << 20, 300},           // 16 MiB -> 64 MiB
 		{32 << 20, 100},           // 32 MiB x 2 = 64 MiB: the base

@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,10 @@ func New() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.requests, m.upstreamLatency, m.connections, m.probes, m.probeLatency, m.configVersion,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// The live heap and GOGC show what the GC pacer (dataplane/gcpace) does.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/(heap/live|gogc):`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -72,11 +72,14 @@ type worker struct {
 	admin string // host:port of /healthz, /readyz, /metrics
 }
 
-func startWorker(t *testing.T, id, controlplane, bind string) *worker {
+// startWorker starts a data-plane worker; controlplane may list several replicas (a,b); extra
+// flags are appended.
+func startWorker(t *testing.T, id, controlplane, bind string, extra ...string) *worker {
 	t.Helper()
 	admin := fmt.Sprintf("%s:%d", bind, freePort(t, bind))
 	args := []string{"--controlplane", controlplane, "--gateway", gatewayName, "--id", id,
 		"--bind-address", bind, "--state-dir", t.TempDir(), "--admin-address", admin, "--shutdown-grace", "2s", "--pki-dir", pkiDir(t)}
+	args = append(args, extra...)
 	p := start(t, id, "dataplane", args...)
 	return &worker{proc: p, id: id, bind: bind, admin: admin}
 }
