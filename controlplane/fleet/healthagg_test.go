@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sort"
 	"testing"
@@ -205,4 +206,47 @@ func TestGatewayHealthDuplicatePair(t *testing.T) {
 			t.Fatal("summary left after the worker vanished")
 		}
 	})
+}
+
+// BenchmarkGatewayHealthMemory reports the heap a gateway's health views take in the cache, per
+// worker view of a server (1,000 workers x 1,000 servers), against keeping the decoded reports as
+// the cache used to. Run: go test -run - -bench GatewayHealthMemory ./controlplane/fleet/
+func BenchmarkGatewayHealthMemory(b *testing.B) {
+	const workers, servers = 1000, 1000
+	encoded := make([][]byte, workers)
+	for w := range workers {
+		rep := &fgv1.HealthReport{Version: 1}
+		for s := range servers {
+			rep.Servers = append(rep.Servers, &fgv1.ServerHealthReport{Settings: "settings1", Address: fmt.Sprintf("127.10.%d.%d:8080", s/250, s%250+1),
+				Health: "Healthy", IntervalSeconds: 30, LastProbe: timestamppb.Now()})
+		}
+		encoded[w], _ = proto.Marshal(rep)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for range b.N {
+		h0 := heap()
+		reports := make([]*fgv1.HealthReport, workers)
+		for w := range workers {
+			reports[w] = &fgv1.HealthReport{}
+			if err := proto.Unmarshal(encoded[w], reports[w]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		h1 := heap()
+		g := fleet.NewGatewayHealth()
+		for w := range workers {
+			g.Set(fmt.Sprintf("sim-%05d", w), reports[w])
+		}
+		reports = nil
+		h2 := heap()
+		b.ReportMetric(float64(h1-h0)/workers/servers, "B/view-as-proto")
+		b.ReportMetric((float64(h2)-float64(h0))/workers/servers, "B/view-compact") // the reports are garbage by h2
+		runtime.KeepAlive(g)
+		runtime.KeepAlive(reports)
+	}
 }
