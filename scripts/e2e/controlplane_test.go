@@ -7,9 +7,11 @@ import (
 	"time"
 )
 
-// Two control-plane replicas on one etcd; worker dp-1 is connected to replica A, dp-2 to replica B
-// (a worker takes one --controlplane address: it cannot move to another replica by itself). Under
-// traffic and an apply every 500 ms through B, A is killed with SIGKILL, then restarted.
+// Two control-plane replicas on one etcd; both workers are given both addresses (--controlplane
+// a,b) and each picks one. Under traffic and an apply every 500 ms through the other replica, the
+// replica dp-1 is on is killed with SIGKILL: dp-1 (and dp-2 if it was there too) moves to the
+// survivor by itself, follows the churn, and BackendHealth through the survivor never loses a
+// server; then the killed replica is restarted and serves the full view too.
 func TestFaultControlPlaneReplicaKill(t *testing.T) {
 	faultTest(t)
 	bin := etcdBinary(t)
@@ -22,23 +24,27 @@ func TestFaultControlPlaneReplicaKill(t *testing.T) {
 	// Both replicas listen on one address (ports differ), so that one server certificate names both.
 	cpA := fmt.Sprintf("%s5:%d", n, freePort(t, n+"5"))
 	cpB := fmt.Sprintf("%s5:%d", n, freePort(t, n+"5"))
-	replicaA := startControlPlane(t, "cp-a", cpA, endpoints[0], "--lease-ttl", fmt.Sprint(leaseTTL))
+	replicas := map[string]*proc{
+		"cp-a": startControlPlane(t, "cp-a", cpA, endpoints[0], "--lease-ttl", fmt.Sprint(leaseTTL)),
+	}
 	waitServing(t, cpA, 30*time.Second)
-	startControlPlane(t, "cp-b", cpB, endpoints[0], "--lease-ttl", fmt.Sprint(leaseTTL))
+	replicas["cp-b"] = startControlPlane(t, "cp-b", cpB, endpoints[0], "--lease-ttl", fmt.Sprint(leaseTTL))
 	waitServing(t, cpB, 30*time.Second)
+	addrOf := map[string]string{"cp-a": cpA, "cp-b": cpB}
 
 	bport := freePort(t, n+"31")
 	addrA, addrB := fmt.Sprintf("%s31:%d", n, bport), fmt.Sprintf("%s32:%d", n, bport)
 	newBackend(t, "A", addrA, modeEcho)
 	newBackend(t, "B", addrB, modeEcho)
 	web := freePort(t, n+"21")
-	w1 := startWorker(t, "dp-1", cpA, n+"21")
-	w2 := startWorker(t, "dp-2", cpB, n+"22")
+	both := cpA + "," + cpB
+	w1 := startWorker(t, "dp-1", both, n+"21")
+	w2 := startWorker(t, "dp-2", both, n+"22")
 	workers := []*worker{w1, w2}
 
 	ap := newApplier(t)
 	g := gwSpec{web: web, bport: bport, pool: []string{n + "31", n + "32"}, marker: 1}
-	ap.mustApply(cpB, g)
+	ap.mustApply(cpA, g)
 	for _, w := range workers {
 		waitMarker(t, w, web, 1, 20*time.Second)
 	}
@@ -63,86 +69,76 @@ func TestFaultControlPlaneReplicaKill(t *testing.T) {
 	eventually(t, 20*time.Second, func() bool { return complete(cpB, "dp-1", "dp-2") && complete(cpA, "dp-1", "dp-2") },
 		"BackendHealth does not show both workers' views of both servers as Healthy")
 
+	// The victim is dp-1's replica; applies go through the other.
+	victim := dataplanes(t, cpA)["dp-1"].GetControlplane()
+	survivor := map[string]string{"cp-a": "cp-b", "cp-b": "cp-a"}[victim]
+	if survivor == "" {
+		t.Fatalf("dp-1 is connected to %q, want cp-a or cp-b", victim)
+	}
+	onVictim := 0
+	for _, dp := range dataplanes(t, addrOf[survivor]) {
+		if dp.GetControlplane() == victim {
+			onVictim++
+		}
+	}
 	var targets []target
 	for _, w := range workers {
 		targets = append(targets, target{w.id, fmt.Sprintf("http://%s:%d", w.bind, web)})
 	}
 	tr := startTraffic(t, targets, 2, 10*time.Millisecond, "/traffic")
-	ch := startChurn(t, ap, cpB, g, 500*time.Millisecond)
+	ch := startChurn(t, ap, addrOf[survivor], g, 500*time.Millisecond)
 	time.Sleep(2 * time.Second)
 
-	// Replica A dies.
-	replicaA.kill()
+	replicas[victim].kill()
 	killedAt := time.Now()
-	markerAtKill := ap.last().marker
-	var fleetGone, healthGone time.Duration
-	incomplete := 0 // polls where dp-2's view (the survivor's) was not complete
+	var moved time.Duration
+	incomplete := 0 // polls where a server's fleet verdict through the survivor was not Healthy
 	polls := 0
-	for time.Since(killedAt) < time.Duration(leaseTTL)*time.Second+8*time.Second && (fleetGone == 0 || healthGone == 0) {
+	// Poll until both moved and the dead replica's lease (and with it the views it wrote) expired.
+	leaseGone := time.Duration(leaseTTL)*time.Second + time.Second
+	for time.Since(killedAt) < leaseGone+10*time.Second && (moved == 0 || time.Since(killedAt) < leaseGone) {
 		polls++
-		if fleetGone == 0 {
-			if dps := dataplanes(t, cpB); dps != nil && dps["dp-1"] == nil && dps["dp-2"] != nil {
-				fleetGone = time.Since(killedAt)
+		if dps := dataplanes(t, addrOf[survivor]); dps != nil && moved == 0 {
+			if dps["dp-1"].GetControlplane() == survivor && dps["dp-2"].GetControlplane() == survivor {
+				moved = time.Since(killedAt)
 			}
 		}
-		fleet, views := backendHealth(t, cpB)
-		okSurvivor := fleet != nil
-		gone := fleet != nil
-		for _, addr := range []string{addrA, addrB} {
-			okSurvivor = okSurvivor && views[addr]["dp-2"] == "Healthy" && fleet[addr] == "Healthy"
-			_, has := views[addr]["dp-1"]
-			gone = gone && !has
-		}
-		if !okSurvivor {
+		fleet, _ := backendHealth(t, addrOf[survivor])
+		if fleet[addrA] != "Healthy" || fleet[addrB] != "Healthy" {
 			incomplete++
-		}
-		if gone && healthGone == 0 {
-			healthGone = time.Since(killedAt)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if fleetGone == 0 {
-		t.Errorf("dp-1 (on the killed replica) still listed by replica B %s after the kill (lease TTL %d s)", ms(time.Since(killedAt)), leaseTTL)
-	}
-	if healthGone == 0 {
-		t.Errorf("dp-1's health views still in BackendHealth from replica B %s after the kill (lease TTL %d s)", ms(time.Since(killedAt)), leaseTTL)
+	if moved == 0 {
+		t.Fatalf("the workers are not both on the surviving replica %s %s after %s was killed: %v",
+			survivor, ms(time.Since(killedAt)), victim, dataplanes(t, addrOf[survivor]))
 	}
 	if incomplete > 0 {
-		t.Errorf("BackendHealth from replica B lacked dp-2's Healthy view (or a Healthy fleet verdict) in %d of %d polls after replica A died", incomplete, polls)
+		t.Errorf("BackendHealth through the survivor lacked a Healthy verdict for a server in %d of %d polls after %s died", incomplete, polls, victim)
 	}
-	// dp-2 follows the churn; dp-1 serves what it had.
-	latest := ap.last().marker
-	waitMarker(t, w2, web, latest, 10*time.Second)
-	if got := tr.marker("dp-1"); got > markerAtKill+1 || got < markerAtKill-2 {
-		t.Errorf("dp-1 (replica gone) serves marker %d; the last acknowledged before the kill was %d", got, markerAtKill)
-	}
-	dp1WhileDown := tr.marker("dp-1")
-	downFor := 4*time.Second - time.Since(killedAt)
-	if downFor > 0 {
-		time.Sleep(downFor)
-	}
-
-	// Replica A comes back: dp-1 reconnects by itself and catches up.
-	restartedAt := time.Now()
-	replicaA.restart()
-	var reconnected time.Duration
-	eventually(t, 25*time.Second, func() bool {
-		dps := dataplanes(t, cpB)
-		if dp := dps["dp-1"]; dp != nil && dp.GetControlplane() == "cp-a" {
-			reconnected = time.Since(restartedAt)
-			return true
-		}
-		return false
-	}, "dp-1 does not reconnect to the restarted replica A")
+	// The moved worker follows the churn; BackendHealth shows both workers' views again.
 	caughtUp := waitMarker(t, w1, web, ap.last().marker, 15*time.Second)
+	var viewsBack time.Duration
+	eventually(t, 20*time.Second, func() bool {
+		viewsBack = time.Since(killedAt)
+		return complete(addrOf[survivor], "dp-1", "dp-2")
+	}, "BackendHealth through the survivor does not show both workers' views after the move")
+
+	// The killed replica comes back and serves the whole view as well.
+	restartedAt := time.Now()
+	replicas[victim].restart()
+	waitServing(t, addrOf[victim], 30*time.Second)
 	time.Sleep(time.Second)
 	ch.stop()
 	last := ap.last()
 	for _, w := range workers {
 		waitMarker(t, w, web, last.marker, 10*time.Second)
 	}
-	eventually(t, 20*time.Second, func() bool { return complete(cpA, "dp-1", "dp-2") && complete(cpB, "dp-1", "dp-2") },
-		"BackendHealth does not show both workers again after replica A's restart")
+	var rejoined time.Duration
+	eventually(t, 20*time.Second, func() bool {
+		rejoined = time.Since(restartedAt)
+		return complete(cpA, "dp-1", "dp-2") && complete(cpB, "dp-1", "dp-2")
+	}, "BackendHealth does not show both workers through both replicas after %s's restart", victim)
 	eventually(t, 10*time.Second, func() bool {
 		dps := dataplanes(t, cpA)
 		return dps["dp-1"].GetAppliedVersion() == last.revision && dps["dp-2"].GetAppliedVersion() == last.revision
@@ -153,21 +149,21 @@ func TestFaultControlPlaneReplicaKill(t *testing.T) {
 
 	acks := ap.acked()
 	if ap.failed > 0 {
-		t.Errorf("%d applies through the surviving replica B failed: %s", ap.failed, strings.Join(ap.errors, "; "))
+		t.Errorf("%d applies through the surviving replica failed: %s", ap.failed, strings.Join(ap.errors, "; "))
 	}
 	checkStored(t, cpA, last)
 	checkStored(t, cpB, last)
 	checked := checkAcksInEtcd(t, endpoints, acks)
 	total, failed := tr.counts()
-	summary(t, "control plane: replica A killed (SIGKILL) and restarted", [][2]string{
+	summary(t, "control plane: a replica killed (SIGKILL) under traffic and churn, then restarted", [][2]string{
 		{"lease TTL", fmt.Sprintf("%d s", leaseTTL)},
-		{"applies via replica B (every 500 ms)", fmt.Sprintf("%d acknowledged, %d failed", len(acks), ap.failed)},
-		{"kill -> dp-1 gone from `dataplanes` (via B)", ms(fleetGone)},
-		{"kill -> dp-1's views gone from BackendHealth (via B)", ms(healthGone)},
-		{"BackendHealth polls with dp-2's view incomplete", fmt.Sprintf("%d of %d", incomplete, polls)},
-		{"dp-1 while its replica was down", fmt.Sprintf("served marker %d (last ack before the kill %d)", dp1WhileDown, markerAtKill)},
-		{"restart -> dp-1 reconnected", ms(reconnected)},
-		{"restart -> dp-1 serves the latest config", ms(caughtUp)},
+		{"killed replica / workers on it", fmt.Sprintf("%s / %d of 2", victim, onVictim)},
+		{"applies via the survivor (every 500 ms)", fmt.Sprintf("%d acknowledged, %d failed", len(acks), ap.failed)},
+		{"kill -> both workers on the survivor", ms(moved)},
+		{"BackendHealth polls without a Healthy verdict per server", fmt.Sprintf("%d of %d", incomplete, polls)},
+		{"kill -> dp-1 serves the latest config", ms(caughtUp)},
+		{"both workers' views through the survivor (checked once the lease expired)", ms(viewsBack) + " after the kill"},
+		{"restart -> full view through both replicas", ms(rejoined)},
 		{"acknowledged applies checked in etcd history", fmt.Sprintf("%d, none lost", checked)},
 		{"requests through the workers", fmt.Sprintf("%d, %d failed", total, failed)},
 	})
