@@ -35,6 +35,8 @@
 #   CONTROLPLANE address of an already running control plane instead (then ETCD=URL to count writes);
 #                plaintext (run it with --insecure), or with --tls and PKI_DIR=DIR (its ca.crt,
 #                admin.crt/.key and dataplane.crt/.key, e.g. the control plane's DATA-DIR/pki)
+#   HEAP_PROFILE_DIR=DIR  run the control plane with --pprof-address and save its heap profile there
+#                once every health view is loaded (heap-SERVERS-rN.pb.gz; go tool pprof -top FILE)
 #   SKIP_BUILD=1 use bin/controlplane as it is
 #   OUT=FILE     also write the markdown report to FILE
 # Only loopback addresses are used; backend server addresses are configuration, never dialled.
@@ -83,6 +85,7 @@ ETCD=${ETCD:-}
 PKI_DIR=${PKI_DIR:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT=${OUT:-}
+HEAP_PROFILE_DIR=${HEAP_PROFILE_DIR:-}
 
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
@@ -102,6 +105,7 @@ args=(--workers "$WORKERS" --servers "$SERVERS" --rounds "$ROUNDS" --steady "$ST
 [[ -n $ETCD ]] && args+=(--etcd "$ETCD")
 [[ $TLS == 1 ]] && args+=(--tls)
 [[ -n $PKI_DIR ]] && args+=(--pki-dir "$PKI_DIR")
+[[ -n $HEAP_PROFILE_DIR ]] && args+=(--heap-profile-dir "$HEAP_PROFILE_DIR")
 if [[ $PERF == 1 ]]; then
 	command -v perf >/dev/null || { echo "bench-controlplane: --perf needs perf installed" >&2; exit 2; }
 	args+=(--perf-dir "$TMP/perf")

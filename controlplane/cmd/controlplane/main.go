@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -62,6 +63,7 @@ Flags:
 	replica := fs.String("replica", "", "name of this replica in the fleet view (default: host name and pid)")
 	leaseTTL := fs.Int("lease-ttl", 10, "seconds before a dead replica's workers vanish from the fleet view")
 	metricsAddr := fs.String("metrics-address", "", "address serving Prometheus /metrics (empty: off)")
+	pprofAddr := fs.String("pprof-address", "", "address serving Go's net/http/pprof profiles at /debug/pprof/ (empty: off); unauthenticated: loopback only")
 	healthAddr := fs.String("health-address", "", "address serving grpc.health.v1 alone in plaintext, for probes that cannot do TLS (empty: off)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -197,6 +199,24 @@ Flags:
 		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = msrv.Serve(mlis) }()
 		defer msrv.Close()
+	}
+	if *pprofAddr != "" {
+		plis, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			log.Error("pprof endpoint", "err", err)
+			srv.Stop()
+			return exitError
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		psrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = psrv.Serve(plis) }()
+		defer psrv.Close()
+		log.Info("pprof endpoint", "address", plis.Addr().String())
 	}
 	if *healthAddr != "" {
 		hlis, err := net.Listen("tcp", *healthAddr)

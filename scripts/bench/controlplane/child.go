@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +35,7 @@ type child struct {
 	addr    string // gRPC
 	etcd    string // etcd client URL
 	pkiDir  string // with TLS: the PKI the child serves from ("": --insecure)
+	pprof   string // address of its --pprof-address endpoint ("": none)
 	creds   credentials.TransportCredentials
 	exited  chan struct{}
 	waitErr error
@@ -69,8 +72,9 @@ func freePort() (string, error) {
 // present.
 //
 // With first set, the child is another replica of first's control plane: it uses first's etcd
-// (--etcd-endpoints), encryption key and PKI instead of starting its own.
-func startChild(ctx context.Context, bin, logLevel string, leaseTTL int, useTLS bool, first *child) (*child, error) {
+// (--etcd-endpoints), encryption key and PKI instead of starting its own. With pprof, it serves
+// net/http/pprof on another free loopback port (child.pprof).
+func startChild(ctx context.Context, bin, logLevel string, leaseTTL int, useTLS, pprof bool, first *child) (*child, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("control-plane binary: %w (build it with: go build -o bin/ ./controlplane/cmd/controlplane)", err)
 	}
@@ -110,6 +114,12 @@ func startChild(ctx context.Context, bin, logLevel string, leaseTTL int, useTLS 
 	}
 	if leaseTTL > 0 {
 		args = append(args, "--lease-ttl", strconv.Itoa(leaseTTL))
+	}
+	if pprof {
+		if c.pprof, err = freePort(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--pprof-address", c.pprof)
 	}
 	if useTLS && first != nil {
 		c.pkiDir = first.pkiDir
@@ -181,6 +191,36 @@ func (c *child) waitServing(ctx context.Context, timeout time.Duration) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("control plane at %s not serving after %s", c.addr, timeout)
+}
+
+// heapProfile saves the child's heap profile (after a GC) to path.
+func (c *child) heapProfile(ctx context.Context, path string) error {
+	if c.pprof == "" {
+		return errors.New("no pprof endpoint")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.pprof+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // alive reports an early exit of the child.

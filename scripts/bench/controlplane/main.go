@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,7 @@ import (
 
 type options struct {
 	cpAddr, etcdEP, gateway, cpBin, cpLogLevel, perfDir string
+	heapDir                                             string
 	pkiDir                                              string
 	tls                                                 bool
 	workers, servers, rounds, perConn, bhCalls          int
@@ -71,6 +73,7 @@ func main() {
 	flag.DurationVar(&o.waitTimeout, "wait-timeout", 3*time.Minute, "give up on one convergence after this long")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the random worker/server choice for health flips")
 	flag.StringVar(&o.perfDir, "perf-dir", "", "record the started control plane with `perf record` per phase into this dir and print its hottest symbols")
+	flag.StringVar(&o.heapDir, "heap-profile-dir", "", "start the control plane with --pprof-address and save its heap profile (after a GC) into this dir once every health view is loaded: heap-SERVERS-rN.pb.gz per replica (read with go tool pprof)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the started control plane's temp dir (data and log)")
 	// The default measures the control plane's own work: TLS handshakes and record encryption of
 	// the workers' streams and of the operators' calls are not measured unless --tls is given.
@@ -151,7 +154,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	b := &bench{o: o, ctx: ctx, res: &results{o: o, perf: map[string]string{}}}
 	if o.cpAddr == "" {
 		logf("starting %s (embedded etcd, temp dir)", o.cpBin)
-		cp, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0, o.tls, nil)
+		cp, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0, o.tls, o.heapDir != "", nil)
 		if err != nil {
 			return nil, err
 		}
@@ -171,7 +174,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		}()
 		for i := 1; i < o.replicas; i++ {
 			logf("starting replica %d of %d on the same etcd", i+1, o.replicas)
-			c, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0, o.tls, cp)
+			c, err := startChild(ctx, o.cpBin, o.cpLogLevel, 0, o.tls, o.heapDir != "", cp)
 			if err != nil {
 				return b.res, err
 			}
@@ -392,6 +395,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		return fmt.Errorf("after %s only %d/%d servers show Healthy with healthy_dataplanes == %d (%v)", o.waitTimeout, match, total, hw, fs.err())
 	})
 	b.res.memLoaded, b.res.hwmLoaded = b.mem()
+	b.heapProfiles()
 	if loadErr != nil {
 		b.res.healthErr = loadErr.Error()
 		logf("health load: %v", loadErr)
@@ -533,6 +537,26 @@ func run(ctx context.Context, o options) (*results, error) {
 		}
 	}
 	return b.res, nil
+}
+
+// heapProfiles saves every started replica's heap profile into --heap-profile-dir.
+func (b *bench) heapProfiles() {
+	if b.o.heapDir == "" {
+		return
+	}
+	if err := os.MkdirAll(b.o.heapDir, 0o755); err != nil {
+		logf("heap profile: %v", err)
+		return
+	}
+	for i, c := range b.cps {
+		path := filepath.Join(b.o.heapDir, fmt.Sprintf("heap-%d-r%d.pb.gz", b.o.servers, i+1))
+		if err := c.heapProfile(b.ctx, path); err != nil {
+			logf("heap profile of replica %d: %v", i+1, err)
+			continue
+		}
+		logf("heap profile of replica %d: %s", i+1, path)
+		b.res.notes = append(b.res.notes, fmt.Sprintf("heap profile of replica %d with every view loaded: %s (go tool pprof -top -sample_index=inuse_space %s)", i+1, path, path))
+	}
 }
 
 // waitAcks waits until every worker's applied_version is at least rev: with the bench's etcd
