@@ -21,7 +21,8 @@ const (
 
 // GatewayHealth holds the health views of one gateway's workers in a compact form, and keeps for
 // every (settings, server) pair a summary that is updated incrementally when a view changes: how
-// many workers see the server healthy and unhealthy, and every worker's view in worker-id order. A
+// many workers see the server healthy and unhealthy, the newest probe among them, and every
+// worker's view in worker-id order. A
 // BackendHealth answer then costs a lookup per server of the configuration, not a pass over every
 // worker's view.
 //
@@ -43,12 +44,32 @@ type workerView struct {
 	drains  []*fgv1.DrainReport
 }
 
-// PairHealth is the fleet-wide summary of one (settings, server) pair: the counts by health, and
-// every worker's view of it, ordered by worker id.
+// PairHealth is the fleet-wide summary of one (settings, server) pair: the counts by health, the
+// newest probe, and every worker's view of it, ordered by worker id.
 type PairHealth struct {
 	settings, address  string
 	healthy, unhealthy int32
+	newest             probeTime     // the latest of the members' last probes
 	members            []*ServerView // sorted by worker id (then report order)
+}
+
+// probeTime is a last probe's time as numbers; nsec -1: none.
+type probeTime struct {
+	sec  int64
+	nsec int32
+}
+
+var noProbe = probeTime{nsec: -1}
+
+// after tells whether t is later than u; any time is later than none.
+func (t probeTime) after(u probeTime) bool {
+	switch {
+	case t.nsec < 0:
+		return false
+	case u.nsec < 0:
+		return true
+	}
+	return t.sec > u.sec || t.sec == u.sec && t.nsec > u.nsec
 }
 
 // ServerView is one worker's view of one server.
@@ -183,7 +204,7 @@ func (g *GatewayHealth) Len() int {
 func (g *GatewayHealth) join(sv *ServerView, k pairKey) {
 	p := g.pairs[k]
 	if p == nil {
-		p = &PairHealth{settings: k.settings, address: k.address}
+		p = &PairHealth{settings: k.settings, address: k.address, newest: noProbe}
 		g.pairs[k] = p
 	}
 	sv.pair = p
@@ -197,6 +218,9 @@ func (g *GatewayHealth) join(sv *ServerView, k pairKey) {
 	})
 	p.members = slices.Insert(p.members, i, sv)
 	p.count(sv.state, 1)
+	if t := sv.probe(); t.after(p.newest) {
+		p.newest = t
+	}
 }
 
 // leave removes sv from its pair, dropping the pair when no worker reports it any more.
@@ -211,12 +235,26 @@ func (g *GatewayHealth) leave(sv *ServerView) {
 		if p.members[i] == sv {
 			p.members = slices.Delete(p.members, i, i+1)
 			p.count(sv.state, -1)
+			if sv.probe() == p.newest && p.newest != noProbe {
+				p.findNewest()
+			}
 			break
 		}
 	}
 	sv.pair = nil
 	if len(p.members) == 0 {
 		delete(g.pairs, pairKey{p.settings, p.address})
+	}
+}
+
+// findNewest recomputes the newest probe from the members: only when the member that had it left
+// or reported an older one, so rarely (a worker's probe times only move forward).
+func (p *PairHealth) findNewest() {
+	p.newest = noProbe
+	for _, m := range p.members {
+		if t := m.probe(); t.after(p.newest) {
+			p.newest = t
+		}
 	}
 }
 
@@ -242,7 +280,16 @@ func (sv *ServerView) update(s *fgv1.ServerHealthReport) {
 	sv.reason.set(s.GetReason())
 	sv.message.set(s.GetMessage())
 	sv.interval = s.GetIntervalSeconds()
+	old := sv.probe()
 	sv.probeSec, sv.probeNsec = stamp(s.GetLastProbe())
+	if p := sv.pair; p != nil {
+		switch t := sv.probe(); {
+		case t.after(p.newest):
+			p.newest = t
+		case old == p.newest && t != old: // it had the newest and went back (or lost it)
+			p.findNewest()
+		}
+	}
 	if !sameTransitions(sv.trans, s.GetTransitions()) {
 		sv.trans = make([]transition, len(s.GetTransitions()))
 		for i, t := range s.GetTransitions() {
@@ -394,6 +441,10 @@ func (p *PairHealth) Unhealthy() int { return int(p.unhealthy) }
 // Views are the workers' views of the pair, by worker id (not to be modified).
 func (p *PairHealth) Views() []*ServerView { return p.members }
 
+// LastProbe is the newest of the workers' last probes of the server (a new message; nil if none
+// has probed it yet).
+func (p *PairHealth) LastProbe() *timestamppb.Timestamp { return unstamp(p.newest.sec, p.newest.nsec) }
+
 // FirstUnhealthy is the view of the first worker (by id) that sees the server unhealthy; nil if none.
 func (p *PairHealth) FirstUnhealthy() *ServerView {
 	if p.unhealthy == 0 {
@@ -427,6 +478,8 @@ func (sv *ServerView) Message() string { return sv.message.String() }
 
 // LastProbe is the time of the worker's last probe (a new message; nil if none).
 func (sv *ServerView) LastProbe() *timestamppb.Timestamp { return unstamp(sv.probeSec, sv.probeNsec) }
+
+func (sv *ServerView) probe() probeTime { return probeTime{sv.probeSec, sv.probeNsec} }
 
 // Transitions appends the worker's latest transitions of the server, as messages, to dst.
 func (sv *ServerView) Transitions(dst []*fgv1.HealthTransition) []*fgv1.HealthTransition {

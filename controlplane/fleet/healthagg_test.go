@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -29,6 +30,7 @@ type summary struct {
 	healthy, unhealthy int
 	ids                []string // reporting workers, by id
 	firstBad           string
+	newest             *timestamppb.Timestamp // the latest last probe, nil if none
 }
 
 func recompute(views map[string]*fgv1.HealthReport) map[[2]string]summary {
@@ -51,6 +53,9 @@ func recompute(views map[string]*fgv1.HealthReport) map[[2]string]summary {
 				if sum.firstBad == "" {
 					sum.firstBad = id
 				}
+			}
+			if lp := s.GetLastProbe(); lp != nil && (sum.newest == nil || lp.AsTime().After(sum.newest.AsTime())) {
+				sum.newest = lp
 			}
 			out[k] = sum
 		}
@@ -83,9 +88,10 @@ func check(t *testing.T, step string, g *fleet.GatewayHealth, views map[string]*
 			if b := p.FirstUnhealthy(); b != nil {
 				firstBad = b.Dataplane()
 			}
-			if p.Healthy() != w.healthy || p.Unhealthy() != w.unhealthy || !slices.Equal(ids, w.ids) || firstBad != w.firstBad {
-				t.Fatalf("%s: %v: healthy %d unhealthy %d views %v first bad %q; want %d %d %v %q",
-					step, k, p.Healthy(), p.Unhealthy(), ids, firstBad, w.healthy, w.unhealthy, w.ids, w.firstBad)
+			if p.Healthy() != w.healthy || p.Unhealthy() != w.unhealthy || !slices.Equal(ids, w.ids) || firstBad != w.firstBad ||
+				!proto.Equal(p.LastProbe(), w.newest) {
+				t.Fatalf("%s: %v: healthy %d unhealthy %d views %v first bad %q newest %v; want %d %d %v %q %v",
+					step, k, p.Healthy(), p.Unhealthy(), ids, firstBad, p.LastProbe(), w.healthy, w.unhealthy, w.ids, w.firstBad, w.newest)
 			}
 		}
 		for id, rep := range views {
@@ -97,10 +103,20 @@ func check(t *testing.T, step string, g *fleet.GatewayHealth, views map[string]*
 }
 
 // Random transitions, config changes (servers added and removed), workers vanishing and coming
-// back: the incremental summaries always equal a recomputation from the views.
+// back, probe times moving on, going back or missing: the incremental summaries always equal a
+// recomputation from the views.
 func TestGatewayHealthIncremental(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	healths := []string{"Healthy", "Unhealthy", "Unknown"}
+	base := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	probed := func(s *fgv1.ServerHealthReport) *fgv1.ServerHealthReport {
+		if s.Health == "Unknown" && rng.IntN(2) == 0 {
+			s.LastProbe = nil // pending: no probe yet
+		} else {
+			s.LastProbe = timestamppb.New(base.Add(time.Duration(rng.IntN(20)) * 500 * time.Millisecond))
+		}
+		return s
+	}
 	var pairs [][2]string
 	for _, set := range []string{"s1", "s2"} {
 		for i := range 6 {
@@ -121,7 +137,7 @@ func TestGatewayHealthIncremental(t *testing.T) {
 			rep := &fgv1.HealthReport{Version: int64(step)}
 			for _, k := range pairs {
 				if rng.IntN(3) > 0 {
-					rep.Servers = append(rep.Servers, sv(k[0], k[1], healths[rng.IntN(3)]))
+					rep.Servers = append(rep.Servers, probed(sv(k[0], k[1], healths[rng.IntN(3)])))
 				}
 			}
 			g.Set(id, rep)
@@ -132,7 +148,7 @@ func TestGatewayHealthIncremental(t *testing.T) {
 			rep := proto.Clone(old).(*fgv1.HealthReport)
 			if len(rep.Servers) > 0 {
 				i := rng.IntN(len(rep.Servers))
-				s := sv(rep.Servers[i].Settings, rep.Servers[i].Address, healths[rng.IntN(3)])
+				s := probed(sv(rep.Servers[i].Settings, rep.Servers[i].Address, healths[rng.IntN(3)]))
 				s.Transitions = append(rep.Servers[i].Transitions, &fgv1.HealthTransition{At: timestamppb.Now(), Dataplane: id, From: "Healthy", To: s.Health})
 				rep.Servers[i] = s
 			}
@@ -187,6 +203,49 @@ func TestGatewayHealthTransitionsAndVanishing(t *testing.T) {
 	g.Remove("dp-a")
 	if p := pair(); p != nil || g.Len() != 0 {
 		t.Fatalf("after every worker vanished: %v, %d workers", p, g.Len())
+	}
+}
+
+// The newest probe follows the workers: a newer probe raises it, and when the worker that had it
+// leaves or reports none, the next newest (or none) takes over.
+func TestGatewayHealthNewestProbe(t *testing.T) {
+	g := fleet.NewGatewayHealth()
+	at := func(sec int64) *timestamppb.Timestamp { return &timestamppb.Timestamp{Seconds: sec, Nanos: 7} }
+	view := func(sec int64) *fgv1.HealthReport {
+		s := sv("s", "10.0.0.1:80", "Healthy")
+		s.LastProbe = nil
+		if sec > 0 {
+			s.LastProbe = at(sec)
+		}
+		return &fgv1.HealthReport{Servers: []*fgv1.ServerHealthReport{s}}
+	}
+	newest := func() *timestamppb.Timestamp {
+		var lp *timestamppb.Timestamp
+		g.Read(func(r fleet.HealthReader) { lp = r.Pair("s", "10.0.0.1:80").LastProbe() })
+		return lp
+	}
+	for _, step := range []struct {
+		what string
+		do   func()
+		want int64 // 0: none
+	}{
+		{"dp-1 pending", func() { g.Set("dp-1", view(0)) }, 0},
+		{"dp-1 probes", func() { g.Set("dp-1", view(100)) }, 100},
+		{"dp-2 probes earlier", func() { g.Set("dp-2", view(90)) }, 100},
+		{"dp-2 probes later", func() { g.Set("dp-2", view(110)) }, 110},
+		{"dp-2 goes back", func() { g.Set("dp-2", view(95)) }, 100},
+		{"dp-1 loses its probe", func() { g.Set("dp-1", view(0)) }, 95},
+		{"dp-1 again", func() { g.Set("dp-1", view(120)) }, 120},
+		{"dp-1 leaves", func() { g.Remove("dp-1") }, 95},
+	} {
+		step.do()
+		want := at(step.want)
+		if step.want == 0 {
+			want = nil
+		}
+		if got := newest(); !proto.Equal(got, want) {
+			t.Fatalf("%s: newest probe %v, want %v", step.what, got, want)
+		}
 	}
 }
 

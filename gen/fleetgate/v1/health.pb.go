@@ -23,13 +23,18 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// BackendHealthRequest selects a gateway and, optionally, one pool.
+// BackendHealthRequest selects a gateway and, optionally, one pool. The answer is the fleet
+// summary of each server (verdict, reason, worker counts, newest probe); set dataplanes to have
+// every worker's view of every server as well.
 type BackendHealthRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Gateway name.
 	Gateway string `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	// Pool name; empty: every pool.
-	Pool          string `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	Pool string `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	// List every worker's view of each server (BackendServerHealth.dataplanes): one entry per
+	// (server, worker), tens of MiB for 1,000 workers x 1,000 servers. False: the summary alone.
+	Dataplanes    bool `protobuf:"varint,3,opt,name=dataplanes,proto3" json:"dataplanes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -76,6 +81,13 @@ func (x *BackendHealthRequest) GetPool() string {
 		return x.Pool
 	}
 	return ""
+}
+
+func (x *BackendHealthRequest) GetDataplanes() bool {
+	if x != nil {
+		return x.Dataplanes
+	}
+	return false
 }
 
 // BackendHealthResponse is shaped like Azure's backend health: pools, then settings, then servers.
@@ -263,7 +275,7 @@ type BackendServerHealth struct {
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Human-readable message: the probe's log.
 	HealthProbeLog string `protobuf:"bytes,4,opt,name=health_probe_log,json=healthProbeLog,proto3" json:"health_probe_log,omitempty"`
-	// Each worker's own view.
+	// Each worker's own view, by worker id; only when BackendHealthRequest.dataplanes is set.
 	Dataplanes []*DataPlaneServerHealth `protobuf:"bytes,5,rep,name=dataplanes,proto3" json:"dataplanes,omitempty"`
 	// Workers that see it healthy.
 	HealthyDataplanes int32 `protobuf:"varint,6,opt,name=healthy_dataplanes,json=healthyDataplanes,proto3" json:"healthy_dataplanes,omitempty"`
@@ -271,8 +283,14 @@ type BackendServerHealth struct {
 	DrainingConnections int64 `protobuf:"varint,7,opt,name=draining_connections,json=drainingConnections,proto3" json:"draining_connections,omitempty"`
 	// Draining: when the remaining connections are closed.
 	DrainDeadline *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=drain_deadline,json=drainDeadline,proto3" json:"drain_deadline,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Workers reporting a view of it (healthy, unhealthy or probe pending).
+	ReportingDataplanes int32 `protobuf:"varint,9,opt,name=reporting_dataplanes,json=reportingDataplanes,proto3" json:"reporting_dataplanes,omitempty"`
+	// The newest last probe among those workers; unset when none has probed it yet.
+	LastProbe *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_probe,json=lastProbe,proto3" json:"last_probe,omitempty"`
+	// Workers that see it unhealthy (reporting - healthy - unhealthy have a probe pending).
+	UnhealthyDataplanes int32 `protobuf:"varint,11,opt,name=unhealthy_dataplanes,json=unhealthyDataplanes,proto3" json:"unhealthy_dataplanes,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *BackendServerHealth) Reset() {
@@ -359,6 +377,27 @@ func (x *BackendServerHealth) GetDrainDeadline() *timestamppb.Timestamp {
 		return x.DrainDeadline
 	}
 	return nil
+}
+
+func (x *BackendServerHealth) GetReportingDataplanes() int32 {
+	if x != nil {
+		return x.ReportingDataplanes
+	}
+	return 0
+}
+
+func (x *BackendServerHealth) GetLastProbe() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastProbe
+	}
+	return nil
+}
+
+func (x *BackendServerHealth) GetUnhealthyDataplanes() int32 {
+	if x != nil {
+		return x.UnhealthyDataplanes
+	}
+	return 0
 }
 
 // DataPlaneServerHealth is one worker's view of one server.
@@ -1497,10 +1536,13 @@ var File_fleetgate_v1_health_proto protoreflect.FileDescriptor
 
 const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\n" +
-	"\x19fleetgate/v1/health.proto\x12\ffleetgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
+	"\x19fleetgate/v1/health.proto\x12\ffleetgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n" +
 	"\x14BackendHealthRequest\x12\x18\n" +
 	"\agateway\x18\x01 \x01(\tR\agateway\x12\x12\n" +
-	"\x04pool\x18\x02 \x01(\tR\x04pool\"\x84\x01\n" +
+	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x1e\n" +
+	"\n" +
+	"dataplanes\x18\x03 \x01(\bR\n" +
+	"dataplanes\"\x84\x01\n" +
 	"\x15BackendHealthResponse\x12\x18\n" +
 	"\agateway\x18\x01 \x01(\tR\agateway\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x125\n" +
@@ -1510,7 +1552,7 @@ const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"\bsettings\x18\x02 \x03(\v2#.fleetgate.v1.BackendSettingsHealthR\bsettings\"h\n" +
 	"\x15BackendSettingsHealth\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
-	"\aservers\x18\x02 \x03(\v2!.fleetgate.v1.BackendServerHealthR\aservers\"\xf3\x02\n" +
+	"\aservers\x18\x02 \x03(\v2!.fleetgate.v1.BackendServerHealthR\aservers\"\x94\x04\n" +
 	"\x13BackendServerHealth\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +
@@ -1521,7 +1563,12 @@ const file_fleetgate_v1_health_proto_rawDesc = "" +
 	"dataplanes\x12-\n" +
 	"\x12healthy_dataplanes\x18\x06 \x01(\x05R\x11healthyDataplanes\x121\n" +
 	"\x14draining_connections\x18\a \x01(\x03R\x13drainingConnections\x12A\n" +
-	"\x0edrain_deadline\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rdrainDeadline\"\xba\x01\n" +
+	"\x0edrain_deadline\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rdrainDeadline\x121\n" +
+	"\x14reporting_dataplanes\x18\t \x01(\x05R\x13reportingDataplanes\x129\n" +
+	"\n" +
+	"last_probe\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tlastProbe\x121\n" +
+	"\x14unhealthy_dataplanes\x18\v \x01(\x05R\x13unhealthyDataplanes\"\xba\x01\n" +
 	"\x15DataPlaneServerHealth\x12\x1c\n" +
 	"\tdataplane\x18\x01 \x01(\tR\tdataplane\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x16\n" +
@@ -1652,23 +1699,24 @@ var file_fleetgate_v1_health_proto_depIdxs = []int32{
 	4,  // 2: fleetgate.v1.BackendSettingsHealth.servers:type_name -> fleetgate.v1.BackendServerHealth
 	5,  // 3: fleetgate.v1.BackendServerHealth.dataplanes:type_name -> fleetgate.v1.DataPlaneServerHealth
 	21, // 4: fleetgate.v1.BackendServerHealth.drain_deadline:type_name -> google.protobuf.Timestamp
-	21, // 5: fleetgate.v1.DataPlaneServerHealth.last_probe:type_name -> google.protobuf.Timestamp
-	21, // 6: fleetgate.v1.HealthTransition.at:type_name -> google.protobuf.Timestamp
-	6,  // 7: fleetgate.v1.BackendHealthHistoryResponse.transitions:type_name -> fleetgate.v1.HealthTransition
-	11, // 8: fleetgate.v1.ProbeBackendResponse.result:type_name -> fleetgate.v1.ProbeResult
-	12, // 9: fleetgate.v1.ProbeResult.stages:type_name -> fleetgate.v1.ProbeStage
-	22, // 10: fleetgate.v1.ProbeResult.duration:type_name -> google.protobuf.Duration
-	21, // 11: fleetgate.v1.ProbeResult.at:type_name -> google.protobuf.Timestamp
-	22, // 12: fleetgate.v1.ProbeStage.duration:type_name -> google.protobuf.Duration
-	21, // 13: fleetgate.v1.AdminDrain.started_at:type_name -> google.protobuf.Timestamp
-	20, // 14: fleetgate.v1.DrainStatusResponse.servers:type_name -> fleetgate.v1.DrainingServer
-	21, // 15: fleetgate.v1.DrainingServer.started_at:type_name -> google.protobuf.Timestamp
-	21, // 16: fleetgate.v1.DrainingServer.deadline:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	21, // 5: fleetgate.v1.BackendServerHealth.last_probe:type_name -> google.protobuf.Timestamp
+	21, // 6: fleetgate.v1.DataPlaneServerHealth.last_probe:type_name -> google.protobuf.Timestamp
+	21, // 7: fleetgate.v1.HealthTransition.at:type_name -> google.protobuf.Timestamp
+	6,  // 8: fleetgate.v1.BackendHealthHistoryResponse.transitions:type_name -> fleetgate.v1.HealthTransition
+	11, // 9: fleetgate.v1.ProbeBackendResponse.result:type_name -> fleetgate.v1.ProbeResult
+	12, // 10: fleetgate.v1.ProbeResult.stages:type_name -> fleetgate.v1.ProbeStage
+	22, // 11: fleetgate.v1.ProbeResult.duration:type_name -> google.protobuf.Duration
+	21, // 12: fleetgate.v1.ProbeResult.at:type_name -> google.protobuf.Timestamp
+	22, // 13: fleetgate.v1.ProbeStage.duration:type_name -> google.protobuf.Duration
+	21, // 14: fleetgate.v1.AdminDrain.started_at:type_name -> google.protobuf.Timestamp
+	20, // 15: fleetgate.v1.DrainStatusResponse.servers:type_name -> fleetgate.v1.DrainingServer
+	21, // 16: fleetgate.v1.DrainingServer.started_at:type_name -> google.protobuf.Timestamp
+	21, // 17: fleetgate.v1.DrainingServer.deadline:type_name -> google.protobuf.Timestamp
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_fleetgate_v1_health_proto_init() }
