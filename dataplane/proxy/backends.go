@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -88,6 +89,19 @@ func (bs *backendSet) pick() *server {
 	}
 	if m := uint64(min(bs.minServers, len(bs.servers))); m > 0 {
 		return bs.servers[start%m]
+	}
+	return nil
+}
+
+// pickExcept returns the next usable server round-robin that is not among tried, or nil.
+func (bs *backendSet) pickExcept(tried []*server) *server {
+	n := uint64(len(bs.servers))
+	start := bs.next.Add(1) - 1
+	for i := range n {
+		s := bs.servers[(start+i)%n]
+		if s.usable() && !s.draining && !slices.Contains(tried, s) {
+			return s
+		}
 	}
 	return nil
 }

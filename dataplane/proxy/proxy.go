@@ -249,35 +249,41 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 	}
 	upgrade := upgradeOf(r)
 	prepareOutbound(r, r.TLS != nil)
-	switch {
-	case bs.hostName != "":
+	if bs.hostName != "" {
 		r.Host = bs.hostName
-	case bs.hostFromServer:
-		r.Host = srv.host
 	}
 	if bs.path != "" {
 		r.URL.Path = route.Rewrite(t, r.URL.Path, bs.path)
 		r.URL.RawPath = ""
 	}
-	up := srv.pool(r, bs.dedicated)
-	// Count the request for draining, and let a drain's deadline cut it.
-	stats := srv.stats
-	stats.inflight.Add(1)
-	defer stats.inflight.Add(-1)
 	var (
 		status int
 		err    error
+		tried  [maxConnectAttempts]*server
 	)
 	upstreamStart := time.Now()
-	if upgrade != "" {
-		status, err = h.upgrade(w, r, up, upgrade, bs.timeout, stats)
-		if errors.Is(err, upstream.ErrUpgradeNotSupported) {
-			// This client connection cannot switch protocols: serve the request as if it had not asked.
-			upgrade = ""
+	for attempt := 0; ; attempt++ {
+		tried[attempt] = srv
+		if bs.hostFromServer {
+			r.Host = srv.host
 		}
-	}
-	if upgrade == "" {
-		status, err = up.ForwardCut(r.Context(), w, r, bs.timeout, &stats.cutter)
+		status, upgrade, err = h.forward(w, r, bs, srv, upgrade)
+		// A server that could not be connected to has seen nothing of the request, whatever its
+		// method: try another (nginx's proxy_next_upstream error), so that a server that just went
+		// down costs no request before its probe notices.
+		if status != 0 || !errors.Is(err, upstream.ErrDial) || attempt+1 == maxConnectAttempts || r.Context().Err() != nil {
+			break
+		}
+		next := bs.pickExcept(tried[:attempt+1])
+		if next == nil {
+			break
+		}
+		h.p.log.Debug("could not connect; trying another server", "server", srv.addr, "next", next.addr, "err", err)
+		srv = next
+		ex.server = srv.addr
+		if bs.affinity {
+			w.Header()["Set-Cookie"] = srv.setCookies
+		}
 	}
 	ex.upstream = time.Since(upstreamStart)
 	ex.status = status
@@ -317,6 +323,28 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 		h.p.log.Debug("backend error", "server", srv.addr, "err", err)
 		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" could not be reached", http.StatusBadGateway)
 	}
+}
+
+// maxConnectAttempts is how many servers a request tries when connecting fails.
+const maxConnectAttempts = 3
+
+// forward sends the request to srv: as an upgrade when upgrade is set and the client connection
+// can switch protocols (else upgrade comes back ""), as a plain exchange otherwise. The request
+// counts towards the server's connections (for draining) while it runs.
+func (h *portHandler) forward(w http.ResponseWriter, r *http.Request, bs *backendSet, srv *server, upgrade string) (int, string, error) {
+	up := srv.pool(r, bs.dedicated)
+	stats := srv.stats
+	stats.inflight.Add(1)
+	defer stats.inflight.Add(-1)
+	if upgrade != "" {
+		status, err := h.upgrade(w, r, up, upgrade, bs.timeout, stats)
+		if !errors.Is(err, upstream.ErrUpgradeNotSupported) {
+			return status, upgrade, err
+		}
+		// This client connection cannot switch protocols: serve the request as if it had not asked.
+	}
+	status, err := up.ForwardCut(r.Context(), w, r, bs.timeout, &stats.cutter)
+	return status, "", err
 }
 
 // errDrainCut is what a request cut by a drain deadline fails with.

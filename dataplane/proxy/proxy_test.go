@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,4 +430,44 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// A server that refuses connections (down, not yet marked by a probe) costs no request: the
+// request goes to another server of the pool, whatever its method, and the client is not told.
+// With every server down the client gets a 502.
+func TestConnectFailureTriesAnotherServer(t *testing.T) {
+	var posts atomic.Int32
+	live := backend(t, "127.0.0.76", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			b, _ := io.ReadAll(r.Body)
+			if string(b) == "payload" {
+				posts.Add(1)
+			}
+		}
+		io.WriteString(w, "live")
+	})
+	_, port, _ := net.SplitHostPort(live)
+	// 127.0.0.77 and .78 on the same port: nothing listens there.
+	_, url := front(t, gateway(t, 20, "127.0.0.77:"+port, live, "127.0.0.78:"+port))
+	for i := range 12 {
+		if b, code := get(t, url+"/"); code != http.StatusOK || b != "live" {
+			t.Fatalf("GET %d: %d %q, want 200 from the live server", i, code, b)
+		}
+		resp, err := http.Post(url+"/", "text/plain", strings.NewReader("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST %d: %d, want 200", i, resp.StatusCode)
+		}
+	}
+	if n := posts.Load(); n != 12 {
+		t.Errorf("live server got %d complete POST bodies, want 12", n)
+	}
+
+	_, down := front(t, gateway(t, 20, "127.0.0.77:"+port, "127.0.0.78:"+port))
+	if b, code := get(t, down+"/"); code != http.StatusBadGateway || !strings.Contains(b, "could not be reached") {
+		t.Errorf("every server down: %d %q, want 502", code, b)
+	}
 }
