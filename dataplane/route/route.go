@@ -4,6 +4,7 @@
 // A request is matched on (listener port, Host, path):
 //   - Host: an exact multi-site host name first, then the longest matching wildcard ("*.example.com"
 //     matches any name below example.com, not example.com itself), then the port's basic listener.
+//     Lookups cost one map probe per label of the request's host name, however many names.
 //   - Path (PathBasedRouting rules): an exact path first, then the longest prefix ("/images/*"), then the
 //     URL path map's default. Lookups cost one map probe per distinct prefix length, however many rules.
 package route
@@ -41,13 +42,8 @@ type Table struct {
 
 type portRoutes struct {
 	exact     map[string]*listenerRoutes
-	wildcards []wildcard // longest suffix first
+	wildcards map[string]*listenerRoutes // by suffix: ".example.com" for "*.example.com"
 	basic     *listenerRoutes
-}
-
-type wildcard struct {
-	suffix string // ".example.com"
-	routes *listenerRoutes
 }
 
 type listenerRoutes struct {
@@ -110,14 +106,16 @@ func Compile(gw *fgv1.Gateway) (*Table, error) {
 		for _, h := range hosts {
 			h = strings.ToLower(h)
 			if suffix, ok := strings.CutPrefix(h, "*"); ok {
-				pr.wildcards = append(pr.wildcards, wildcard{suffix: suffix, routes: lr})
+				if pr.wildcards == nil {
+					pr.wildcards = map[string]*listenerRoutes{}
+				}
+				if _, dup := pr.wildcards[suffix]; !dup {
+					pr.wildcards[suffix] = lr
+				}
 			} else {
 				pr.exact[h] = lr
 			}
 		}
-	}
-	for _, pr := range t.ports {
-		sort.SliceStable(pr.wildcards, func(i, j int) bool { return len(pr.wildcards[i].suffix) > len(pr.wildcards[j].suffix) })
 	}
 	return t, nil
 }
@@ -185,9 +183,16 @@ func (pr *portRoutes) lookupHost(host string) *listenerRoutes {
 		if lr, ok := pr.exact[h]; ok {
 			return lr
 		}
-		for _, w := range pr.wildcards {
-			if len(h) > len(w.suffix) && strings.HasSuffix(h, w.suffix) {
-				return w.routes
+		if len(pr.wildcards) > 0 {
+			// Suffixes from the longest: ".b.example.com", ".example.com", ".com" for
+			// "a.b.example.com"; a wildcard needs at least one character before its suffix.
+			for i := 1; i < len(h); i++ {
+				if h[i] != '.' {
+					continue
+				}
+				if lr, ok := pr.wildcards[h[i:]]; ok {
+					return lr
+				}
 			}
 		}
 	}
