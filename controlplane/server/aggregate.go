@@ -23,7 +23,7 @@ const maxNames = 10
 func Aggregate(gw *fgv1.Gateway, views map[string]*fgv1.HealthReport, pool string) *fgv1.BackendHealthResponse {
 	var resp *fgv1.BackendHealthResponse
 	gatewayHealthOf(views).Read(func(r fleet.HealthReader) {
-		resp, _ = render(gw, r, pool, detailAlways)
+		resp = render(gw, r, pool, true)
 	})
 	return resp
 }
@@ -37,31 +37,12 @@ func gatewayHealthOf(views map[string]*fgv1.HealthReport) *fleet.GatewayHealth {
 	return g
 }
 
-// detailMode says whether an answer lists every worker's view of every server.
-type detailMode int
-
-const (
-	detailAuto   detailMode = iota // while the answer holds at most maxDefaultDetail views
-	detailAlways                   // always
-	detailNever                    // never: the fleet summary per server only
-)
-
-// maxDefaultDetail is how many per-worker views a BackendHealth answer lists when the caller did
-// not say: small fleets get every worker's view as before, large ones the summary (1,000 workers x
-// 1,000 servers would be a million views, 33 MiB).
-const maxDefaultDetail = 10_000
-
-// render builds a BackendHealth answer from a gateway's configuration and its health summaries, and
-// tells whether it lists the workers' views.
-func render(gw *fgv1.Gateway, r fleet.HealthReader, pool string, mode detailMode) (*fgv1.BackendHealthResponse, bool) {
+// render builds a BackendHealth answer from a gateway's configuration and its health summaries:
+// each server's fleet summary, and with dataplanes every worker's view of it as well (1,000
+// workers x 1,000 servers are a million views, 33 MiB).
+func render(gw *fgv1.Gateway, r fleet.HealthReader, pool string, dataplanes bool) *fgv1.BackendHealthResponse {
 	workers := r.Workers()
 	resp := &fgv1.BackendHealthResponse{Gateway: gw.GetName()}
-	type rendered struct {
-		out  *fgv1.BackendServerHealth
-		pair *fleet.PairHealth
-	}
-	var servers []rendered
-	views := 0
 	settingsHealth := func(name string, port int32, addrs []*fgv1.BackendAddress) *fgv1.BackendSettingsHealth {
 		sh := &fgv1.BackendSettingsHealth{Name: name, Servers: make([]*fgv1.BackendServerHealth, 0, len(addrs))}
 		for _, a := range addrs {
@@ -69,9 +50,8 @@ func render(gw *fgv1.Gateway, r fleet.HealthReader, pool string, mode detailMode
 			p := r.Pair(name, addr)
 			out := serverSummary(addr, p, workers)
 			sh.Servers = append(sh.Servers, out)
-			if p != nil {
-				servers = append(servers, rendered{out, p})
-				views += p.Reporting()
+			if p != nil && dataplanes {
+				out.Dataplanes = dataplaneViews(p)
 			}
 		}
 		return sh
@@ -89,22 +69,22 @@ func render(gw *fgv1.Gateway, r fleet.HealthReader, pool string, mode detailMode
 		}
 		resp.Pools = append(resp.Pools, ph)
 	}
-	detail := mode == detailAlways || mode == detailAuto && views <= maxDefaultDetail
-	if detail {
-		for _, s := range servers {
-			s.out.Dataplanes = make([]*fgv1.DataPlaneServerHealth, 0, s.pair.Reporting())
-			for _, v := range s.pair.Views() {
-				s.out.Dataplanes = append(s.out.Dataplanes, &fgv1.DataPlaneServerHealth{
-					Dataplane: v.Dataplane(), Health: v.Health(), Reason: v.Reason(), Message: v.Message(), LastProbe: v.LastProbe(),
-				})
-			}
-		}
-	}
-	return resp, detail
+	return resp
 }
 
-// serverSummary is a server's fleet-wide health, from its pair's counts; only a Partial or pending
-// server looks at the workers' views (for the ids it names).
+// dataplaneViews is every worker's view of a pair, by worker id.
+func dataplaneViews(p *fleet.PairHealth) []*fgv1.DataPlaneServerHealth {
+	out := make([]*fgv1.DataPlaneServerHealth, 0, p.Reporting())
+	for _, v := range p.Views() {
+		out = append(out, &fgv1.DataPlaneServerHealth{
+			Dataplane: v.Dataplane(), Health: v.Health(), Reason: v.Reason(), Message: v.Message(), LastProbe: v.LastProbe(),
+		})
+	}
+	return out
+}
+
+// serverSummary is a server's fleet-wide health, from its pair's counts and newest probe; only a
+// Partial or pending server looks at the workers' views (for the ids it names).
 func serverSummary(addr string, p *fleet.PairHealth, workers int) *fgv1.BackendServerHealth {
 	out := &fgv1.BackendServerHealth{Address: addr}
 	if p == nil || p.Reporting() == 0 {
@@ -117,7 +97,8 @@ func serverSummary(addr string, p *fleet.PairHealth, workers int) *fgv1.BackendS
 		return out
 	}
 	healthy, unhealthy := p.Healthy(), p.Unhealthy()
-	out.HealthyDataplanes = int32(healthy)
+	out.HealthyDataplanes, out.UnhealthyDataplanes, out.ReportingDataplanes = int32(healthy), int32(unhealthy), int32(p.Reporting())
+	out.LastProbe = p.LastProbe()
 	switch {
 	case healthy == 0 && unhealthy == 0:
 		out.Health = HealthUnknown

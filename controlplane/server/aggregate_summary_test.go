@@ -8,9 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/controlplane/cptest"
@@ -113,39 +112,31 @@ func (w *simWorker) heartbeat() (stop func()) {
 }
 
 // BackendHealth over real gRPC from a control plane on embedded etcd: the summary follows each
-// worker's transitions, a worker that disconnects and one whose reports stop; the caller chooses
-// between the summary and every worker's view.
+// worker's transitions, a worker that disconnects and one whose reports stop; the default answer
+// is the summary (counts and newest probe, no views), and dataplanes adds every worker's view.
 func TestBackendHealthSummaryFollowsWorkers(t *testing.T) {
 	cp := cptest.StartWith(t, cptest.Etcd(t), "cp-summary", cptest.Options{Insecure: true})
 	conn := cptest.DialInsecure(t, cp.Addr)
 	cptest.Apply(t, conn, summaryDoc)
 	client := fgv1.NewConfigServiceClient(conn)
-	call := func(detail string) (map[string]*fgv1.BackendServerHealth, string, error) {
+	call := func(dataplanes bool) (map[string]*fgv1.BackendServerHealth, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if detail != "" {
-			ctx = metadata.AppendToOutgoingContext(ctx, server.HealthDetailHeader, detail)
-		}
-		var header metadata.MD
-		resp, err := client.BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: "appgw1"}, grpc.Header(&header))
+		resp, err := client.BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: "appgw1", Dataplanes: dataplanes})
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		out := map[string]*fgv1.BackendServerHealth{}
 		for _, s := range resp.GetPools()[0].GetSettings()[0].GetServers() {
 			out[s.GetAddress()] = s
 		}
-		held := ""
-		if v := header.Get(server.HealthDetailHeader); len(v) == 1 {
-			held = v[0]
-		}
-		return out, held, nil
+		return out, nil
 	}
 	waitFor := func(what string, cond func(h map[string]*fgv1.BackendServerHealth) bool) {
 		t.Helper()
 		var last map[string]*fgv1.BackendServerHealth
 		cptest.Eventually(t, 15*time.Second, func() bool {
-			h, _, err := call(server.HealthDetailSummary)
+			h, err := call(false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,32 +144,60 @@ func TestBackendHealthSummaryFollowsWorkers(t *testing.T) {
 			return cond(h)
 		}, "%s; last: %v", what, func() any { return last })
 	}
+	probed := func(s *fgv1.ServerHealthReport, at time.Time) *fgv1.ServerHealthReport {
+		s.LastProbe = timestamppb.New(at)
+		return s
+	}
 
+	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	w1, w2 := connectWorker(t, conn, "dp-1"), connectWorker(t, conn, "dp-2")
-	w1.report(t, srv("10.0.0.1:80", "Healthy", ""), srv("10.0.0.2:80", "Healthy", ""))
-	w2.report(t, srv("10.0.0.1:80", "Healthy", ""), srv("10.0.0.2:80", "Unknown", ""))
+	w1.report(t, probed(srv("10.0.0.1:80", "Healthy", ""), t0), probed(srv("10.0.0.2:80", "Healthy", ""), t0.Add(time.Second)))
+	w2.report(t, probed(srv("10.0.0.1:80", "Healthy", ""), t0.Add(2*time.Second)), srv("10.0.0.2:80", "Unknown", ""))
 	waitFor("both healthy on 10.0.0.1", func(h map[string]*fgv1.BackendServerHealth) bool {
-		return h["10.0.0.1:80"].GetHealth() == "Healthy" && h["10.0.0.1:80"].GetHealthyDataplanes() == 2
+		return h["10.0.0.1:80"].GetHealth() == "Healthy" && h["10.0.0.1:80"].GetHealthyDataplanes() == 2 &&
+			h["10.0.0.2:80"].GetReportingDataplanes() == 2
 	})
-	// Every way of asking agrees on the summary; only the views differ.
-	sum, held, err := call(server.HealthDetailSummary)
-	if err != nil || held != server.HealthDetailSummary || len(sum["10.0.0.1:80"].GetDataplanes()) != 0 {
-		t.Fatalf("summary: %v, header %q, %d views", err, held, len(sum["10.0.0.1:80"].GetDataplanes()))
+	// The default is the summary: no views, but the counts and the newest probe among the workers
+	// (dp-2 has not probed 10.0.0.2 yet).
+	sum, err := call(false)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, detail := range []string{"", server.HealthDetailDataplanes} { // a small fleet's default lists views
-		full, held, err := call(detail)
-		if err != nil || held != server.HealthDetailDataplanes {
-			t.Fatalf("detail %q: %v, header %q", detail, err, held)
-		}
-		for addr, s := range full {
-			if len(s.GetDataplanes()) != 2 || s.GetHealth() != sum[addr].GetHealth() || s.GetHealthProbeLog() != sum[addr].GetHealthProbeLog() {
-				t.Errorf("detail %q: %s: %s %q with %d views; summary %s %q", detail, addr, s.GetHealth(), s.GetHealthProbeLog(),
-					len(s.GetDataplanes()), sum[addr].GetHealth(), sum[addr].GetHealthProbeLog())
-			}
+	for addr, want := range map[string]struct {
+		healthy, unhealthy, reporting int32
+		newest                        time.Time
+	}{
+		"10.0.0.1:80": {2, 0, 2, t0.Add(2 * time.Second)},
+		"10.0.0.2:80": {1, 0, 2, t0.Add(time.Second)},
+	} {
+		s := sum[addr]
+		if len(s.GetDataplanes()) != 0 || s.GetHealthyDataplanes() != want.healthy || s.GetUnhealthyDataplanes() != want.unhealthy ||
+			s.GetReportingDataplanes() != want.reporting || !s.GetLastProbe().AsTime().Equal(want.newest) {
+			t.Errorf("summary of %s: %d views, healthy %d unhealthy %d of %d, last probe %v; want no views, %d %d of %d, %s", addr,
+				len(s.GetDataplanes()), s.GetHealthyDataplanes(), s.GetUnhealthyDataplanes(), s.GetReportingDataplanes(), s.GetLastProbe(),
+				want.healthy, want.unhealthy, want.reporting, want.newest)
 		}
 	}
-	if _, _, err := call("everything"); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("unknown detail value: %v, want InvalidArgument", err)
+	// dataplanes: the same summary, and every worker's view with its own probe time.
+	full, err := call(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, s := range full {
+		summary := proto.Clone(s).(*fgv1.BackendServerHealth)
+		summary.Dataplanes = nil
+		if !proto.Equal(summary, sum[addr]) {
+			t.Errorf("%s with dataplanes: %v; summary %v", addr, summary, sum[addr])
+		}
+		if len(s.GetDataplanes()) != 2 || s.GetDataplanes()[0].GetDataplane() != "dp-1" || s.GetDataplanes()[1].GetDataplane() != "dp-2" {
+			t.Errorf("%s with dataplanes: views %v, want dp-1's and dp-2's", addr, s.GetDataplanes())
+		}
+	}
+	if v := full["10.0.0.1:80"].GetDataplanes(); len(v) == 2 && (!v[0].GetLastProbe().AsTime().Equal(t0) || v[1].GetHealth() != "Healthy") {
+		t.Errorf("views of 10.0.0.1: %v", v)
+	}
+	if v := full["10.0.0.2:80"].GetDataplanes(); len(v) == 2 && (v[1].GetHealth() != "Unknown" || v[1].GetLastProbe() != nil) {
+		t.Errorf("dp-2's pending view of 10.0.0.2: %v", v[1])
 	}
 
 	// Transitions.
@@ -190,19 +209,22 @@ func TestBackendHealthSummaryFollowsWorkers(t *testing.T) {
 	w1.report(t, srv("10.0.0.1:80", "Unhealthy", "http-status-code-mismatch"), srv("10.0.0.2:80", "Healthy", ""))
 	waitFor("10.0.0.1 Unhealthy", func(h map[string]*fgv1.BackendServerHealth) bool {
 		s := h["10.0.0.1:80"]
-		return s.GetHealth() == "Unhealthy" && s.GetReason() == "http-status-code-mismatch" && s.GetHealthyDataplanes() == 0
+		return s.GetHealth() == "Unhealthy" && s.GetReason() == "http-status-code-mismatch" && s.GetHealthyDataplanes() == 0 &&
+			s.GetUnhealthyDataplanes() == 2 && s.GetReportingDataplanes() == 2 && s.GetLastProbe() == nil
 	})
 	// dp-1 disconnects: dp-2's views are all that is left.
 	stopBeat := w2.heartbeat()
 	w1.cancel()
 	waitFor("dp-1 gone", func(h map[string]*fgv1.BackendServerHealth) bool {
 		return h["10.0.0.1:80"].GetHealth() == "Unhealthy" && h["10.0.0.1:80"].GetReason() == "tcp-connect-error" &&
+			h["10.0.0.1:80"].GetReportingDataplanes() == 1 &&
 			h["10.0.0.2:80"].GetHealth() == "Unknown" && h["10.0.0.2:80"].GetHealthProbeLog() == "probe pending on dp-2"
 	})
 	// dp-2 stays connected but stops reporting: its view goes stale and is dropped.
 	stopBeat()
 	waitFor("dp-2's view stale", func(h map[string]*fgv1.BackendServerHealth) bool {
-		return h["10.0.0.1:80"].GetHealth() == "Unknown" && strings.Contains(h["10.0.0.1:80"].GetHealthProbeLog(), "no data-plane worker")
+		return h["10.0.0.1:80"].GetHealth() == "Unknown" && strings.Contains(h["10.0.0.1:80"].GetHealthProbeLog(), "no data-plane worker") &&
+			h["10.0.0.1:80"].GetReportingDataplanes() == 0
 	})
 	// It reports again: back.
 	w2.report(t, srv("10.0.0.1:80", "Healthy", ""), srv("10.0.0.2:80", "Healthy", ""))

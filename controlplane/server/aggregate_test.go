@@ -57,8 +57,12 @@ func TestAggregate(t *testing.T) {
 			t.Errorf("%s: %d worker views, want 2", s.GetAddress(), len(s.GetDataplanes()))
 		}
 	}
-	if servers[2].GetHealthyDataplanes() != 1 {
-		t.Errorf("Partial server: %d healthy workers, want 1", servers[2].GetHealthyDataplanes())
+	if s := servers[2]; s.GetHealthyDataplanes() != 1 || s.GetUnhealthyDataplanes() != 1 || s.GetReportingDataplanes() != 2 {
+		t.Errorf("Partial server: %d healthy, %d unhealthy of %d workers, want 1, 1 of 2", s.GetHealthyDataplanes(), s.GetUnhealthyDataplanes(), s.GetReportingDataplanes())
+	}
+	if s := servers[3]; s.GetHealthyDataplanes() != 0 || s.GetUnhealthyDataplanes() != 0 || s.GetReportingDataplanes() != 2 || s.GetLastProbe() != nil {
+		t.Errorf("pending server: %d healthy, %d unhealthy of %d workers, last probe %v; want 0, 0 of 2, none", s.GetHealthyDataplanes(),
+			s.GetUnhealthyDataplanes(), s.GetReportingDataplanes(), s.GetLastProbe())
 	}
 	// No worker views at all: Unknown, saying why.
 	none := server.Aggregate(gw, nil, "").GetPools()[0].GetSettings()[0].GetServers()[0]

@@ -2,11 +2,8 @@ package server
 
 import (
 	"context"
-	"strings"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/fleetgate/fleetgate/controlplane/fleet"
@@ -25,47 +22,21 @@ const (
 // maxHistory is how many transitions BackendHealthHistory returns.
 const maxHistory = 50
 
-// HealthDetailHeader is the request metadata key by which a BackendHealth caller chooses whether
-// the answer lists every worker's view of every server (BackendServerHealth.dataplanes):
-// HealthDetailDataplanes lists them, HealthDetailSummary gives the fleet summary per server only.
-// Without it, the views are listed while the answer holds at most 10,000 of them (a small fleet
-// sees no change), and the summary is given beyond. The answer's header metadata carries the same
-// key with what it holds. BackendHealthRequest has no field for this yet.
-const HealthDetailHeader = "fleetgate-health-detail"
-
-// Values of HealthDetailHeader.
-const (
-	HealthDetailDataplanes = "dataplanes"
-	HealthDetailSummary    = "summary"
-)
-
 // BackendHealth answers from the health cache's per-server summaries, kept up to date as each
-// worker's view changes, and the gateway's configuration.
+// worker's view changes, and the gateway's configuration: each server's fleet summary (verdict,
+// reason, worker counts, newest probe), and every worker's view of it only when the request sets
+// dataplanes.
 func (s *configService) BackendHealth(ctx context.Context, req *fgv1.BackendHealthRequest) (*fgv1.BackendHealthResponse, error) {
-	mode := detailAuto
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(HealthDetailHeader); len(v) > 0 {
-			switch strings.ToLower(v[len(v)-1]) {
-			case HealthDetailDataplanes:
-				mode = detailAlways
-			case HealthDetailSummary:
-				mode = detailNever
-			default:
-				return nil, status.Errorf(codes.InvalidArgument, "%s: %q is neither %q nor %q", HealthDetailHeader, v[len(v)-1], HealthDetailDataplanes, HealthDetailSummary)
-			}
-		}
-	}
 	st, err := s.store.Get(ctx, req.GetGateway())
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
 	var (
 		resp   *fgv1.BackendHealthResponse
-		detail bool
 		drains map[string][]*fgv1.DrainReport
 	)
 	s.health.Gateway(req.GetGateway()).Read(func(r fleet.HealthReader) {
-		resp, detail = render(st.Gateway, r, req.GetPool(), mode)
+		resp = render(st.Gateway, r, req.GetPool(), req.GetDataplanes())
 		drains = r.Drains()
 	})
 	markDraining(resp, drainsOf(drains), req.GetPool())
@@ -73,11 +44,6 @@ func (s *configService) BackendHealth(ctx context.Context, req *fgv1.BackendHeal
 	if req.GetPool() != "" && len(resp.Pools) == 0 {
 		return nil, status.Errorf(codes.NotFound, "pool %q: not in gateway %q", req.GetPool(), req.GetGateway())
 	}
-	held := HealthDetailSummary
-	if detail {
-		held = HealthDetailDataplanes
-	}
-	_ = grpc.SetHeader(ctx, metadata.Pairs(HealthDetailHeader, held))
 	return resp, nil
 }
 
