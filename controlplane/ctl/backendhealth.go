@@ -8,14 +8,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
-
-// healthDetailHeader is the request metadata asking BackendHealth for every worker's view
-// (server.HealthDetailHeader).
-const healthDetailHeader = "fleetgate-health-detail"
 
 // Health values of backend servers, as Azure spells them.
 const (
@@ -25,22 +21,29 @@ const (
 
 func newBackendHealthCommand(a *app) *cobra.Command {
 	var (
-		output = outputTable
-		pool   string
-		watch  time.Duration
+		output     = outputTable
+		pool       string
+		watch      time.Duration
+		dataplanes bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backend-health [GATEWAY]",
 		Short: "Show the health of a gateway's backend servers",
 		Long: `Backend-health shows the fleet-wide health of a gateway's backend servers, by pool and by the
 backend settings rules use the pool with. WORKERS counts the data-plane workers that see the server
-healthy, out of those reporting it; LAST-PROBE is the newest probe among them.
+healthy, out of those reporting it; LAST-PROBE is the newest probe among them. Both come from the
+control plane's summary of each server.
+
+--dataplanes adds every worker's own view of each server: in the table a row per worker beneath
+the server (its id, health, reason and last probe), with -o json the dataplanes list of each
+server. That is one entry per server and worker: tens of MiB for 1,000 workers x 1,000 servers.
 
 Exit code 0 when every server is Healthy, 3 when any is not (Unhealthy, Partial, Draining or
 Unknown), 1 when the health could not be read.`,
 		Example: `  gatewayctl backend-health appgw1
   gatewayctl backend-health appgw1 --pool pool1
   gatewayctl backend-health appgw1 -o json
+  gatewayctl backend-health appgw1 --dataplanes
   gatewayctl backend-health appgw1 --watch
   gatewayctl backend-health history 127.0.0.10:9001 --gateway appgw1`,
 		Args: cobra.MaximumNArgs(1),
@@ -54,10 +57,9 @@ Unknown), 1 when the health could not be read.`,
 			}
 			fetch := func() (resp *fgv1.BackendHealthResponse, err error) {
 				err = a.call(cmd.Context(), func(ctx context.Context, c fgv1.ConfigServiceClient) (err error) {
-					// Every worker's view: the table counts them and shows the newest probe (the
-					// control plane's default for a large fleet is its summary per server).
-					ctx = metadata.AppendToOutgoingContext(ctx, healthDetailHeader, "dataplanes")
-					resp, err = c.BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: name, Pool: pool})
+					// The summary holds the counts and the newest probe; the workers' views only
+					// when they are printed.
+					resp, err = c.BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: name, Pool: pool, Dataplanes: dataplanes})
 					return err
 				})
 				return resp, err
@@ -86,6 +88,7 @@ Unknown), 1 when the health could not be read.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", output, "output format: table or json")
 	cmd.Flags().StringVar(&pool, "pool", "", "show only this backend pool")
+	cmd.Flags().BoolVar(&dataplanes, "dataplanes", false, "also list every worker's view of each server (table: a row per worker; json: dataplanes)")
 	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "after the first answer, print it again whenever a server's health changes, checking this often (e.g. 2s); until interrupted")
 	cmd.Flags().Lookup("watch").NoOptDefVal = "2s"
 	cmd.AddCommand(newHistoryCommand(a))
@@ -93,7 +96,7 @@ Unknown), 1 when the health could not be read.`,
 }
 
 // watchHealth prints the health again, with a time stamp, each time a server's health, reason or
-// worker count changes, until ctx ends. Transient errors are reported and retried.
+// worker counts (or, with --dataplanes, a worker's health) change, until ctx ends. Transient errors are reported and retried.
 func watchHealth(ctx context.Context, a *app, last *fgv1.BackendHealthResponse,
 	fetch func() (*fgv1.BackendHealthResponse, error), write func(*fgv1.BackendHealthResponse) error, every time.Duration) error {
 	t := time.NewTicker(every)
@@ -120,14 +123,19 @@ func watchHealth(ctx context.Context, a *app, last *fgv1.BackendHealthResponse,
 	}
 }
 
-// healthSignature is what --watch compares: each server's health, reason and healthy worker count.
+// healthSignature is what --watch compares: each server's health, reason and worker counts, and
+// each listed worker's health.
 func healthSignature(resp *fgv1.BackendHealthResponse) string {
 	var b strings.Builder
 	for _, p := range resp.GetPools() {
 		for _, s := range p.GetSettings() {
 			for _, srv := range s.GetServers() {
-				fmt.Fprintf(&b, "%s/%s/%s=%s,%s,%d/%d;", p.GetName(), s.GetName(), srv.GetAddress(),
-					srv.GetHealth(), srv.GetReason(), srv.GetHealthyDataplanes(), len(srv.GetDataplanes()))
+				fmt.Fprintf(&b, "%s/%s/%s=%s,%s,%d/%d/%d", p.GetName(), s.GetName(), srv.GetAddress(),
+					srv.GetHealth(), srv.GetReason(), srv.GetHealthyDataplanes(), srv.GetUnhealthyDataplanes(), srv.GetReportingDataplanes())
+				for _, dp := range srv.GetDataplanes() {
+					fmt.Fprintf(&b, ",%s=%s", dp.GetDataplane(), dp.GetHealth())
+				}
+				b.WriteByte(';')
 			}
 		}
 	}
@@ -191,8 +199,9 @@ func allHealthy(resp *fgv1.BackendHealthResponse) bool {
 }
 
 // writeBackendHealth writes the backend-health table, one row per server, grouped by pool and
-// settings in the answer's order. A pool without settings or servers still gets a row. HEALTH is
-// painted when color is on.
+// settings in the answer's order, from each server's summary; a server's workers' views, when the
+// answer lists them, follow it a row each (the worker id indented under ADDRESS). A pool without
+// settings or servers still gets a row. HEALTH is painted when color is on.
 func writeBackendHealth(out io.Writer, resp *fgv1.BackendHealthResponse, now time.Time, color bool) error {
 	w := newTable(out)
 	rawRow(w, "POOL", "SETTINGS", "ADDRESS", paint(color, ansiDefault, "HEALTH"), "REASON", "WORKERS", "LAST-PROBE")
@@ -209,25 +218,24 @@ func writeBackendHealth(out io.Writer, resp *fgv1.BackendHealthResponse, now tim
 				line(p.GetName(), s.GetName(), "", "", "", "", "")
 			}
 			for _, srv := range s.GetServers() {
-				healthy, newest := 0, time.Time{}
-				for _, dp := range srv.GetDataplanes() {
-					if dp.GetHealth() == healthHealthy {
-						healthy++
-					}
-					if t := dp.GetLastProbe(); t != nil && t.AsTime().After(newest) {
-						newest = t.AsTime()
-					}
-				}
-				lastProbe := ""
-				if !newest.IsZero() {
-					lastProbe = age(now.Sub(newest)) + " ago"
-				}
 				line(p.GetName(), s.GetName(), srv.GetAddress(), srv.GetHealth(), srv.GetReason(),
-					fmt.Sprintf("%d/%d", healthy, len(srv.GetDataplanes())), lastProbe)
+					fmt.Sprintf("%d/%d", srv.GetHealthyDataplanes(), srv.GetReportingDataplanes()), probeAge(srv.GetLastProbe(), now))
+				for _, dp := range srv.GetDataplanes() {
+					rawRow(w, "", "", "  "+cell(dp.GetDataplane()), paint(color, healthColor(dp.GetHealth()), cell(dp.GetHealth())),
+						cell(dp.GetReason()), "", cell(probeAge(dp.GetLastProbe(), now)))
+				}
 			}
 		}
 	}
 	return w.Flush()
+}
+
+// probeAge is how long ago a probe ran ("3s ago"); empty for none.
+func probeAge(t *timestamppb.Timestamp, now time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return age(now.Sub(t.AsTime())) + " ago"
 }
 
 // healthColor is the color of a health value: green Healthy, red Unhealthy, yellow anything else.

@@ -27,7 +27,7 @@ const maxResponseBytes = 256 << 20
 func dial(f *globalFlags) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{
 		grpc.WithUserAgent("gatewayctl"),
-		// BackendHealth of a large fleet (1,000 workers x 1,000 servers) is tens of MiB.
+		// BackendHealth with every worker's view (--dataplanes) of a large fleet is tens of MiB.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)),
 	}
 	if f.insecure {

@@ -48,19 +48,15 @@ func TestAge(t *testing.T) {
 
 var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
+// healthFixture is a BackendHealth summary (no workers' views).
 func healthFixture(now time.Time) *fgv1.BackendHealthResponse {
 	ts := func(ago time.Duration) *timestamppb.Timestamp { return timestamppb.New(now.Add(-ago)) }
 	return &fgv1.BackendHealthResponse{Gateway: "gw", Pools: []*fgv1.BackendPoolHealth{
 		{Name: "pool1", Settings: []*fgv1.BackendSettingsHealth{
 			{Name: "s1", Servers: []*fgv1.BackendServerHealth{
-				{Address: "10.0.0.1:80", Health: "Healthy", Dataplanes: []*fgv1.DataPlaneServerHealth{
-					{Dataplane: "w1", Health: "Healthy", LastProbe: ts(10 * time.Second)},
-					{Dataplane: "w2", Health: "Healthy", LastProbe: ts(3 * time.Second)},
-				}},
-				{Address: "10.0.0.2:80", Health: "Unhealthy", Reason: "tcp-connect-error\n\x1b[2J", Dataplanes: []*fgv1.DataPlaneServerHealth{
-					{Dataplane: "w1", Health: "Unhealthy", LastProbe: ts(5 * time.Minute)},
-					{Dataplane: "w2", Health: "Healthy"},
-				}},
+				{Address: "10.0.0.1:80", Health: "Healthy", HealthyDataplanes: 2, ReportingDataplanes: 2, LastProbe: ts(3 * time.Second)},
+				{Address: "10.0.0.2:80", Health: "Unhealthy", Reason: "tcp-connect-error\n\x1b[2J", HealthyDataplanes: 1, UnhealthyDataplanes: 1,
+					ReportingDataplanes: 2, LastProbe: ts(5 * time.Minute)},
 			}},
 			{Name: "s2", Servers: []*fgv1.BackendServerHealth{
 				{Address: "10.0.0.1:81", Health: "Partial"},
@@ -95,6 +91,45 @@ func TestWriteBackendHealth(t *testing.T) {
 	}
 	if strings.Contains(plain.String(), "\x1b") {
 		t.Errorf("uncolored table holds an escape: %q", plain.String())
+	}
+
+	// With the workers' views (--dataplanes): a row per worker beneath its server.
+	withViews := healthFixture(now)
+	servers := withViews.Pools[0].Settings[0].Servers
+	servers[0].Dataplanes = []*fgv1.DataPlaneServerHealth{
+		{Dataplane: "w1", Health: "Healthy", LastProbe: timestamppb.New(now.Add(-10 * time.Second))},
+		{Dataplane: "w2", Health: "Healthy", LastProbe: timestamppb.New(now.Add(-3 * time.Second))},
+	}
+	servers[1].Dataplanes = []*fgv1.DataPlaneServerHealth{
+		{Dataplane: "w1", Health: "Unhealthy", Reason: "tcp-connect-error", LastProbe: timestamppb.New(now.Add(-5 * time.Minute))},
+		{Dataplane: "w2\x1b[2J", Health: "Healthy"},
+	}
+	var wide bytes.Buffer
+	if err := writeBackendHealth(&wide, withViews, now, false); err != nil {
+		t.Fatal(err)
+	}
+	wantWide := []string{
+		want[0],
+		want[1],
+		"w1 Healthy - 10s ago",
+		"w2 Healthy - 3s ago",
+		want[2],
+		"w1 Unhealthy tcp-connect-error 5m ago",
+		"w2 [2J Healthy - -",
+		want[3],
+		want[4],
+	}
+	lines = strings.Split(strings.TrimSuffix(wide.String(), "\n"), "\n")
+	if len(lines) != len(wantWide) {
+		t.Fatalf("with views: want %d lines, got:\n%s", len(wantWide), wide.String())
+	}
+	for i := range wantWide {
+		if got := strings.Join(strings.Fields(lines[i]), " "); got != wantWide[i] {
+			t.Errorf("with views: line %d = %q, want %q", i, got, wantWide[i])
+		}
+	}
+	if !strings.Contains(lines[2], "   w1 ") || strings.Index(lines[2], "w1") <= strings.Index(lines[1], "10.0.0.1") {
+		t.Errorf("worker row not indented under ADDRESS:\n%s\n%s", lines[1], lines[2])
 	}
 
 	var colored bytes.Buffer
