@@ -308,9 +308,9 @@ func TestLeavingWorkerStopsCounting(t *testing.T) {
 		t.Fatalf("dp-1 shown leaving: %v", dp)
 	}
 	cptest.Eventually(t, 10*time.Second, func() bool {
-		h := backendHealth(t, cp.Addr)[addr]
-		return h.GetHealth() == "Unhealthy" && len(h.GetDataplanes()) == 1 && h.GetDataplanes()[0].GetDataplane() == "dp-1"
-	}, "dp-2's view still counts: %v", backendHealth(t, cp.Addr)[addr])
+		h := backendHealthViews(t, cp.Addr)[addr]
+		return h.GetHealth() == "Unhealthy" && h.GetReportingDataplanes() == 1 && len(h.GetDataplanes()) == 1 && h.GetDataplanes()[0].GetDataplane() == "dp-1"
+	}, "dp-2's view still counts: %v", backendHealthViews(t, cp.Addr)[addr])
 	// Still connected and serving while it finishes.
 	if !w2.a.Connected() || w2.a.Applied() != rev {
 		t.Fatalf("leaving dp-2: connected %v, applied %d", w2.a.Connected(), w2.a.Applied())

@@ -69,11 +69,23 @@ func (b *switchable) setSick(ip string, sick bool) {
 	<-b.mu
 }
 
+// backendHealth returns BackendHealth's summary of each server, by address.
 func backendHealth(t *testing.T, cpAddr string) map[string]*fgv1.BackendServerHealth {
+	t.Helper()
+	return backendHealthOf(t, cpAddr, false)
+}
+
+// backendHealthViews is backendHealth with every worker's view of each server (dataplanes).
+func backendHealthViews(t *testing.T, cpAddr string) map[string]*fgv1.BackendServerHealth {
+	t.Helper()
+	return backendHealthOf(t, cpAddr, true)
+}
+
+func backendHealthOf(t *testing.T, cpAddr string, dataplanes bool) map[string]*fgv1.BackendServerHealth {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := fgv1.NewConfigServiceClient(cptest.Dial(t, cpAddr)).BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: "appgw1"})
+	resp, err := fgv1.NewConfigServiceClient(cptest.Dial(t, cpAddr)).BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: "appgw1", Dataplanes: dataplanes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +122,35 @@ func TestBackendHealthFleetWide(t *testing.T) {
 		h := backendHealth(t, cpA.Addr)
 		return h[addrA].GetHealth() == "Healthy" && h[addrB].GetHealth() == "Healthy" && h[addrA].GetHealthyDataplanes() == 2
 	}, "both servers not Healthy on both workers: %v", backendHealth(t, cpA.Addr))
+	// The default answer is the summary: counts and the newest probe, no views; dataplanes adds
+	// each worker's view, whose newest probe is the summary's (probes run every 2 s: retry if
+	// one ran between the calls).
+	cptest.Eventually(t, 15*time.Second, func() bool {
+		h := backendHealth(t, cpB.Addr)
+		return h[addrA].GetHealthyDataplanes() == 2 && h[addrB].GetHealthyDataplanes() == 2
+	}, "both servers not Healthy on both workers through replica B: %v", backendHealth(t, cpB.Addr))
+	for _, h := range backendHealth(t, cpB.Addr) {
+		if len(h.GetDataplanes()) != 0 || h.GetReportingDataplanes() != 2 || h.GetHealthyDataplanes() != 2 || h.GetLastProbe() == nil {
+			t.Fatalf("summary of %s: %v; want 2 of 2 healthy, a last probe, no views", h.GetAddress(), h)
+		}
+	}
+	cptest.Eventually(t, 10*time.Second, func() bool {
+		for addr, h := range backendHealthViews(t, cpB.Addr) {
+			var newest time.Time
+			ids := []string{}
+			for _, v := range h.GetDataplanes() {
+				ids = append(ids, v.GetDataplane())
+				if v.GetLastProbe().AsTime().After(newest) {
+					newest = v.GetLastProbe().AsTime()
+				}
+			}
+			if strings.Join(ids, ",") != "dp-1,dp-2" || !h.GetLastProbe().AsTime().Equal(newest) {
+				t.Logf("%s with dataplanes: views of %v, newest probe %s, summary's %s", addr, ids, newest, h.GetLastProbe().AsTime())
+				return false
+			}
+		}
+		return true
+	}, "BackendHealth with dataplanes lacks the workers' views or their newest probe")
 
 	// B fails its probes everywhere: Unhealthy with the reason, and no traffic reaches it.
 	b.setSick("*", true)

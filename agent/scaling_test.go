@@ -37,7 +37,7 @@ func TestHorizontalScalingUnderLoad(t *testing.T) {
 		cptest.Eventually(t, 15*time.Second, func() bool {
 			h := backendHealth(t, cp.Addr)
 			return len(h) == 2 && h["127.0.0.81:"+port].GetHealthyDataplanes() == int32(n) &&
-				len(h["127.0.0.82:"+port].GetDataplanes()) == n
+				h["127.0.0.82:"+port].GetReportingDataplanes() == int32(n)
 		}, "BackendHealth does not count %d workers: %v", n, backendHealth(t, cp.Addr))
 	}
 	countWorkers(2)
