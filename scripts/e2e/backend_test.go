@@ -30,7 +30,7 @@ func TestFaultBackends(t *testing.T) {
 	ap.mustApply(cpAddr, gwSpec{web: web, bport: bport, pool: []string{n + "31", n + "32"}, slow: n + "33", reset: n + "34", marker: 1, flappy: true})
 	waitMarker(t, w, web, 1, 20*time.Second)
 	eventually(t, 20*time.Second, func() bool {
-		fleet, _ := backendHealth(t, cpAddr)
+		fleet := fleetHealth(t, cpAddr)
 		return len(fleet) == 4 && fleet[steady.addr] == "Healthy" && fleet[flappy.addr] == "Healthy" && fleet[slow.addr] == "Healthy" && fleet[reset.addr] == "Healthy"
 	}, "the four servers are not all Healthy")
 	base := fmt.Sprintf("http://%s:%d", w.bind, web)

@@ -103,7 +103,7 @@ func TestFaultControlPlaneReplicaKill(t *testing.T) {
 				moved = time.Since(killedAt)
 			}
 		}
-		fleet, _ := backendHealth(t, addrOf[survivor])
+		fleet := fleetHealth(t, addrOf[survivor])
 		if fleet[addrA] != "Healthy" || fleet[addrB] != "Healthy" {
 			incomplete++
 		}

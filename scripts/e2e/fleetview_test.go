@@ -28,12 +28,31 @@ func ctlJSON(t *testing.T, server string, m proto.Message, okCodes []int, args .
 	return true
 }
 
-// backendHealth returns, per server address, the fleet's health and each worker's view (nil when
-// the call failed).
-func backendHealth(t *testing.T, server string) (fleet map[string]string, views map[string]map[string]string) {
+// fleetHealth returns, per server address, the fleet's health from BackendHealth's summary (nil
+// when the call failed).
+func fleetHealth(t *testing.T, server string) map[string]string {
 	t.Helper()
 	resp := &fgv1.BackendHealthResponse{}
 	if !ctlJSON(t, server, resp, []int{0, 3}, "backend-health", gatewayName, "-o", "json") {
+		return nil
+	}
+	fleet := map[string]string{}
+	for _, p := range resp.GetPools() {
+		for _, s := range p.GetSettings() {
+			for _, srv := range s.GetServers() {
+				fleet[srv.GetAddress()] = srv.GetHealth()
+			}
+		}
+	}
+	return fleet
+}
+
+// backendHealth returns, per server address, the fleet's health and each worker's view, asked
+// with --dataplanes (nil when the call failed).
+func backendHealth(t *testing.T, server string) (fleet map[string]string, views map[string]map[string]string) {
+	t.Helper()
+	resp := &fgv1.BackendHealthResponse{}
+	if !ctlJSON(t, server, resp, []int{0, 3}, "backend-health", gatewayName, "-o", "json", "--dataplanes") {
 		return nil, nil
 	}
 	fleet, views = map[string]string{}, map[string]map[string]string{}

@@ -81,7 +81,7 @@ func TestSoak(t *testing.T) {
 		waitMarker(t, w, web, 1, 20*time.Second)
 	}
 	eventually(t, 20*time.Second, func() bool {
-		fleet, _ := backendHealth(t, cpAddr)
+		fleet := fleetHealth(t, cpAddr)
 		return fleet[steady.addr] == "Healthy" && fleet[flappy.addr] == "Healthy"
 	}, "servers not Healthy")
 

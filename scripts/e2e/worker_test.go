@@ -61,7 +61,7 @@ func TestFaultWorkerKillAndFreeze(t *testing.T) {
 			oneGone = time.Since(killed)
 			break
 		}
-		if fleet, _ := backendHealth(t, cpAddr); fleet[addrs[0]] != "Healthy" || fleet[addrs[1]] != "Healthy" {
+		if fleet := fleetHealth(t, cpAddr); fleet[addrs[0]] != "Healthy" || fleet[addrs[1]] != "Healthy" {
 			blips++
 		}
 		time.Sleep(50 * time.Millisecond)
