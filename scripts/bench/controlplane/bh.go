@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -45,14 +44,11 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 
 const backendHealthMethod = "/fleetgate.v1.ConfigService/BackendHealth"
 
-// backendHealthRaw calls BackendHealth and returns the encoded response. detail, unless empty, is
-// the fleetgate-health-detail the call asks for: summary, or dataplanes (every worker's view).
-func backendHealthRaw(ctx context.Context, conn *grpc.ClientConn, gateway, detail string, buf *rawMsg, opts ...grpc.CallOption) ([]byte, error) {
+// backendHealthRaw calls BackendHealth and returns the encoded response: the fleet summary of each
+// server, and with dataplanes every worker's view as well.
+func backendHealthRaw(ctx context.Context, conn *grpc.ClientConn, gateway string, dataplanes bool, buf *rawMsg, opts ...grpc.CallOption) ([]byte, error) {
 	opts = append([]grpc.CallOption{grpc.ForceCodec(rawCodec{})}, opts...)
-	if detail != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "fleetgate-health-detail", detail)
-	}
-	if err := conn.Invoke(ctx, backendHealthMethod, &fgv1.BackendHealthRequest{Gateway: gateway}, buf, opts...); err != nil {
+	if err := conn.Invoke(ctx, backendHealthMethod, &fgv1.BackendHealthRequest{Gateway: gateway, Dataplanes: dataplanes}, buf, opts...); err != nil {
 		return nil, err
 	}
 	return buf.b, nil
@@ -138,7 +134,7 @@ func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 type bhPoller struct {
 	conn    *grpc.ClientConn
 	gateway string
-	detail  string // what the calls ask for (fleetgate-health-detail)
+	views   bool // the calls ask for every worker's view (dataplanes), not the summary alone
 	buf     rawMsg
 	calls   int
 	callDur []time.Duration
@@ -149,7 +145,7 @@ type bhPoller struct {
 // many servers there are.
 func (p *bhPoller) count(ctx context.Context, want string, healthyWant int32) (match, total int, err error) {
 	t0 := time.Now()
-	b, err := backendHealthRaw(ctx, p.conn, p.gateway, p.detail, &p.buf)
+	b, err := backendHealthRaw(ctx, p.conn, p.gateway, p.views, &p.buf)
 	p.calls++
 	if err != nil {
 		return 0, 0, err
@@ -169,7 +165,7 @@ func (p *bhPoller) count(ctx context.Context, want string, healthyWant int32) (m
 // healthOf returns one server's fleet-wide health and healthy count.
 func (p *bhPoller) healthOf(ctx context.Context, addr string) (string, int32, error) {
 	t0 := time.Now()
-	b, err := backendHealthRaw(ctx, p.conn, p.gateway, p.detail, &p.buf)
+	b, err := backendHealthRaw(ctx, p.conn, p.gateway, p.views, &p.buf)
 	p.calls++
 	if err != nil {
 		return "", 0, err

@@ -27,7 +27,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -64,7 +63,7 @@ func main() {
 	serversFlag := flag.String("servers", "1000", "backend servers in the pool (M); a comma-separated list runs the bench once per size, each with a fresh control plane, and ends with a table of all")
 	flag.IntVar(&o.replicas, "replicas", 1, "control-plane replicas sharing the etcd (the first one's embedded etcd); the workers are split evenly between them, BackendHealth is asked of the first")
 	flag.IntVar(&o.maxViews, "max-views", 1_000_000, "at most this many worker views of a server: with more workers x servers, only max-views/servers workers (spread over the replicas) send health views")
-	flag.IntVar(&o.bhDetailCalls, "bh-detail-calls", 5, "BackendHealth calls asking for every worker's view (fleetgate-health-detail: dataplanes)")
+	flag.IntVar(&o.bhDetailCalls, "bh-detail-calls", 5, "BackendHealth calls asking for every worker's view (BackendHealthRequest.dataplanes)")
 	flag.IntVar(&o.rounds, "rounds", 20, "config pushes and health flips measured")
 	flag.IntVar(&o.perConn, "workers-per-conn", 100, "worker streams sharing one gRPC connection")
 	flag.IntVar(&o.bhCalls, "bh-calls", 50, "BackendHealth calls for the latency measurement")
@@ -224,7 +223,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		return b.res, err
 	}
 	defer bhConn.Close()
-	poller := &bhPoller{conn: bhConn, gateway: o.gateway, detail: "summary"}
+	poller := &bhPoller{conn: bhConn, gateway: o.gateway}
 
 	// Phase 0: the gateway.
 	gw, addrs := buildGateway(o.gateway, o.servers, 0)
@@ -459,7 +458,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		buf := &rawMsg{}
 		for i := 0; i < o.bhCalls; i++ {
 			t0 := time.Now()
-			raw, err := backendHealthRaw(ctx, bhConn, o.gateway, "summary", buf)
+			raw, err := backendHealthRaw(ctx, bhConn, o.gateway, false, buf)
 			if err != nil {
 				return fmt.Errorf("BackendHealth call %d: %w", i+1, err)
 			}
@@ -469,7 +468,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		// Every worker's view of every server, as gatewayctl asks.
 		for i := 0; i < o.bhDetailCalls; i++ {
 			t0 := time.Now()
-			raw, err := backendHealthRaw(ctx, bhConn, o.gateway, "dataplanes", buf)
+			raw, err := backendHealthRaw(ctx, bhConn, o.gateway, true, buf)
 			if err != nil {
 				return fmt.Errorf("BackendHealth call %d with every view: %w", i+1, err)
 			}
@@ -491,12 +490,11 @@ func run(ctx context.Context, o options) (*results, error) {
 			return err
 		}
 		defer defConn.Close()
-		var header metadata.MD
-		if _, err := fgv1.NewConfigServiceClient(defConn).BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: o.gateway}, grpc.Header(&header)); err != nil {
+		if resp, err := fgv1.NewConfigServiceClient(defConn).BackendHealth(ctx, &fgv1.BackendHealthRequest{Gateway: o.gateway}); err != nil {
 			st := status.Convert(err)
 			b.res.bhDefaultLimit = fmt.Sprintf("FAILS: %s: %s", st.Code(), st.Message())
 		} else {
-			b.res.bhDefaultLimit = fmt.Sprintf("ok (answer holds: %s)", strings.Join(header.Get("fleetgate-health-detail"), ","))
+			b.res.bhDefaultLimit = fmt.Sprintf("ok (the summary, %s)", fmtBytes(int64(proto.Size(resp))))
 		}
 		logf("BackendHealth: %d calls, p50 %s, response %s; with every view: %d calls, p50 %s, response %s", o.bhCalls, fmtDur(pct(b.res.bhLat, 50)),
 			fmtBytes(int64(b.res.bhSize)), o.bhDetailCalls, fmtDur(pct(b.res.bhDetailLat, 50)), fmtBytes(int64(b.res.bhDetailSize)))

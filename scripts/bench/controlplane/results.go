@@ -169,7 +169,7 @@ func (r *results) print(w io.Writer) {
 	distRow(w, "…of which: in the health cache by (start of the call that showed it, upper bound)", r.inCache)
 	distRow(w, "BackendHealth call while polling (convergence + flips)", r.flipCalls)
 	distRow(w, fmt.Sprintf("**BackendHealth call, fleet summary** (%d×%d views loaded)", r.healthWorkers, o.servers), r.bhLat)
-	distRow(w, "BackendHealth call with every worker's view (as gatewayctl asks)", r.bhDetailLat)
+	distRow(w, "BackendHealth call with every worker's view (dataplanes: true, as gatewayctl --dataplanes asks)", r.bhDetailLat)
 	fmt.Fprintf(w, "\n- %d of the %d workers report health (at most --max-views %d views); one full HealthReport: %s; sending all %d took %s\n",
 		r.healthWorkers, o.workers, o.maxViews, fmtBytes(int64(r.reportBytes)), r.healthWorkers, fmtDur(r.reportsSent))
 	if r.bhSize > 0 {
