@@ -132,11 +132,26 @@ func (r *Registry) put(ctx context.Context, key string, m proto.Message) error {
 	if err != nil {
 		return err
 	}
+	return r.putEncoded(ctx, key, val)
+}
+
+// PutHealthEncoded stores a worker's health view, already encoded (a HealthReport), under this
+// replica's lease. The registry keeps val itself, not a copy (to write it again under a new lease):
+// the caller must not modify it afterwards.
+func (r *Registry) PutHealthEncoded(ctx context.Context, gateway, id string, val []byte) error {
+	if err := r.putEncoded(ctx, HealthKey(gateway, id), val); err != nil {
+		return fmt.Errorf("store health of dataplane %q: %w", id, err)
+	}
+	return nil
+}
+
+// putEncoded writes an encoded value under this replica's lease and remembers it (not a copy).
+func (r *Registry) putEncoded(ctx context.Context, key string, val []byte) error {
 	r.mu.Lock()
 	r.own[key] = val
 	lease := r.session.Lease()
 	r.mu.Unlock()
-	_, err = r.cli.Put(ctx, key, string(val), clientv3.WithLease(lease))
+	_, err := r.cli.Put(ctx, key, string(val), clientv3.WithLease(lease))
 	return err
 }
 

@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 	"unicode/utf8"
 
@@ -20,6 +22,14 @@ import (
 
 // streamWriteTimeout bounds each etcd write a worker's stream makes.
 const streamWriteTimeout = time.Second
+
+// A health view whose write failed is written again after a jittered backoff: firstRetry at first
+// (0.5-1.5x), doubling up to maxRetry. Only the latest view is kept, so a long etcd outage costs each
+// stream one pending view and one write attempt per backoff period, not a queue.
+const (
+	firstRetry = time.Second
+	maxRetry   = 30 * time.Second
+)
 
 // helloTimeout bounds the wait for a worker's first message.
 const helloTimeout = 10 * time.Second
@@ -145,8 +155,9 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (
 		return err
 	}
 	// Writes to etcd from the stream's loop are bounded, so that an etcd election (up to its ~7 s
-	// request timeout) does not hold up the snapshots this stream must send; a write that fails is
-	// done again with the next change.
+	// request timeout) does not hold up the snapshots this stream must send; a health view whose
+	// write fails is written again after a jittered backoff (hv.retryDue), the worker's entry with
+	// its next answer.
 	var wcancel context.CancelFunc = func() {}
 	defer func() { wcancel() }()
 	wctx := func() context.Context {
@@ -156,6 +167,25 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (
 		return c
 	}
 	hv := &healthView{}
+	// storeView makes etcd hold what hv says: the worker's latest view, or none once it went stale.
+	storeView := func(now time.Time) {
+		var err error
+		if hv.dropped {
+			err = s.fleet.RemoveHealth(wctx(), dp.Gateway, dp.Id)
+		} else {
+			err = s.fleet.PutHealthEncoded(wctx(), dp.Gateway, dp.Id, hv.written)
+		}
+		retrying := hv.unsaved
+		hv.saved(err, now)
+		switch {
+		case err == nil && retrying:
+			log.Info("health view stored after a failed write")
+		case err != nil && !retrying:
+			log.Warn("store health view; will retry", "dropped", hv.dropped, "retry_in", hv.retryAt.Sub(now).Round(time.Millisecond), "err", err)
+		case err != nil:
+			log.Debug("store health view; will retry", "dropped", hv.dropped, "retry_in", hv.retryAt.Sub(now).Round(time.Millisecond), "err", err)
+		}
+	}
 	ws := &workerStream{id: dp.Id, calls: make(chan probeCall)}
 	s.streams.add(dp.Gateway, ws)
 	defer s.streams.remove(dp.Gateway, ws)
@@ -201,9 +231,9 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (
 			}
 			if hv.stale(now) {
 				log.Warn("health reports stopped; dropping this worker's view", "last_report", hv.lastReport)
-				if err := s.fleet.RemoveHealth(wctx(), dp.Gateway, dp.Id); err != nil {
-					log.Warn("drop stale health view", "err", err)
-				}
+				storeView(now)
+			} else if hv.retryDue(now) {
+				storeView(now)
 			}
 		case call := <-ws.calls:
 			pending[call.msg.GetId()] = call.reply
@@ -239,11 +269,13 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (
 				if leaving {
 					continue // its view no longer counts
 				}
-				if write := hv.observe(rep, dp.Id, time.Now()); write != nil {
-					if err := s.fleet.PutHealth(wctx(), dp.Gateway, dp.Id, write); err != nil {
-						log.Warn("store health view", "err", err)
-						hv.written = nil // try again with the next report
-					}
+				now := time.Now()
+				write, err := hv.observe(rep, dp.Id, now)
+				if err != nil {
+					return status.Errorf(codes.Internal, "encode health view: %v", err)
+				}
+				if write {
+					storeView(now)
 				}
 				continue
 			}
@@ -329,24 +361,33 @@ func recvHello(stream fgv1.DataPlaneService_ConnectServer, handoff <-chan struct
 }
 
 // healthView follows one worker's health reports on its stream: it says when the stored view must be
-// written (it changed) and when it went stale (no report, not even a heartbeat, for three heartbeat
-// periods).
+// written (it changed, or its last write failed and the retry is due) and when it went stale (no
+// report, not even a heartbeat, for three heartbeat periods).
+//
+// The view is kept encoded only, and the fleet registry keeps that same slice (to write it again
+// under a new lease): one copy per worker, not a decoded message beside an encoded one.
 type healthView struct {
-	written    *fgv1.HealthReport
+	written    []byte // the latest view, deterministically encoded; nil before the first
 	lastReport time.Time
 	period     time.Duration
-	dropped    bool
+	dropped    bool // the view went stale: etcd must not hold it
+	// unsaved: the last write (or removal) failed; it is tried again from retryAt, after a backoff
+	// that doubles up to maxRetry.
+	unsaved bool
+	retryAt time.Time
+	backoff time.Duration
 }
 
-// observe records a report and returns the view to store, or nil when nothing changed.
-func (h *healthView) observe(rep *fgv1.HealthReport, dataplane string, now time.Time) *fgv1.HealthReport {
+// observe records a report and says whether the stored view must be written now: it changed, or it
+// had been dropped as stale and the worker is heard from again.
+func (h *healthView) observe(rep *fgv1.HealthReport, dataplane string, now time.Time) (bool, error) {
 	h.lastReport = now
 	if rep.GetHeartbeat() {
 		if h.dropped && h.written != nil {
 			h.dropped = false
-			return h.written
+			return true, nil
 		}
-		return nil
+		return false, nil
 	}
 	rep.Heartbeat = false
 	minInterval := int32(0)
@@ -360,11 +401,32 @@ func (h *healthView) observe(rep *fgv1.HealthReport, dataplane string, now time.
 		}
 	}
 	h.period = min(max(time.Duration(minInterval)*time.Second, time.Second), 30*time.Second)
-	if h.written != nil && !h.dropped && proto.Equal(h.written, rep) {
-		return nil
+	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(rep)
+	if err != nil {
+		return false, err
 	}
-	h.written, h.dropped = rep, false
-	return rep
+	if h.written != nil && !h.dropped && bytes.Equal(h.written, enc) {
+		return false, nil // unchanged; a failed write of it is retried when due
+	}
+	h.written, h.dropped = enc, false
+	return true, nil
+}
+
+// saved records the outcome of a write (or removal) of the view at now.
+func (h *healthView) saved(err error, now time.Time) {
+	if err == nil {
+		h.unsaved, h.backoff = false, 0
+		return
+	}
+	h.unsaved = true
+	h.backoff = min(max(2*h.backoff, firstRetry), maxRetry)
+	// 0.5-1.5x: streams that failed together retry apart.
+	h.retryAt = now.Add(h.backoff/2 + rand.N(h.backoff))
+}
+
+// retryDue reports whether a failed write should be done again now.
+func (h *healthView) retryDue(now time.Time) bool {
+	return h.unsaved && !now.Before(h.retryAt)
 }
 
 // stale reports, once, that the view outlived three heartbeat periods without a report.
