@@ -7,10 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	protoenc "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -49,6 +53,8 @@ type dataPlaneService struct {
 	// elsewhere and ends.
 	handoff <-chan struct{}
 	log     *slog.Logger
+	// encoded holds each gateway's latest snapshot message, encoded once for all its streams.
+	encoded snapshotEncoder
 }
 
 var _ fgv1.DataPlaneServiceServer = (*dataPlaneService)(nil)
@@ -142,8 +148,11 @@ func (s *dataPlaneService) Connect(stream fgv1.DataPlaneService_ConnectServer) (
 		if leaving {
 			return nil // it serves nothing new: it is finishing its requests and exiting
 		}
-		msg := &fgv1.Snapshot{Version: snap.Version, Gateway: snap.Gateway, Deleted: snap.Deleted, AffinityKey: snap.AffinityKey, Drains: snap.Drains}
-		if err := stream.Send(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_Snapshot{Snapshot: msg}}); err != nil {
+		msg, err := s.encoded.encode(dp.Gateway, snap)
+		if err != nil {
+			return status.Errorf(codes.Internal, "encode snapshot %d: %v", snap.Version, err)
+		}
+		if err := stream.SendMsg(msg); err != nil {
 			return err
 		}
 		sent, sentAt = snap.Version, time.Now()
@@ -436,4 +445,69 @@ func (h *healthView) stale(now time.Time) bool {
 	}
 	h.dropped = true
 	return true
+}
+
+// snapshotEncoder encodes each gateway's latest snapshot once, as the ConnectResponse every stream
+// of the gateway sends (a snapshot carries nothing per worker), so that a push to N workers costs
+// one encoding rather than N.
+type snapshotEncoder struct {
+	mu   sync.Mutex
+	last map[string]*encodedSnapshot // by gateway
+}
+
+type encodedSnapshot struct {
+	snap *snapshot.Snapshot
+	once sync.Once
+	msg  *preEncoded
+	err  error
+}
+
+// encode returns the snapshot's message, encoding it on first use; streams asking at the same time
+// wait for the one encoding.
+func (e *snapshotEncoder) encode(gateway string, snap *snapshot.Snapshot) (*preEncoded, error) {
+	e.mu.Lock()
+	c := e.last[gateway]
+	if c == nil || c.snap != snap {
+		fresh := &encodedSnapshot{snap: snap}
+		if c == nil || snap.Version >= c.snap.Version { // an older one is encoded, not kept
+			if e.last == nil {
+				e.last = map[string]*encodedSnapshot{}
+			}
+			e.last[gateway] = fresh
+		}
+		c = fresh
+	}
+	e.mu.Unlock()
+	c.once.Do(func() {
+		msg := &fgv1.Snapshot{Version: snap.Version, Gateway: snap.Gateway, Deleted: snap.Deleted, AffinityKey: snap.AffinityKey, Drains: snap.Drains}
+		var b []byte
+		b, c.err = proto.Marshal(&fgv1.ConnectResponse{Kind: &fgv1.ConnectResponse_Snapshot{Snapshot: msg}})
+		c.msg = &preEncoded{b: b}
+	})
+	return c.msg, c.err
+}
+
+// preEncoded is a message already encoded in protobuf's wire format, sent as is by streamCodec.
+type preEncoded struct{ b []byte }
+
+// streamCodec is gRPC's proto codec, except that it sends a preEncoded message's bytes as they are:
+// the replica's snapshots are encoded once and the same bytes go to every worker's stream. gRPC
+// compresses them afterwards per stream, as any message, if that stream's client asked for it.
+//
+// grpc.PreparedMsg was the alternative: it is encoded through one stream, with that stream's codec
+// and compressor (its rpcInfo), and its bytes are plain slices, so sharing one between streams works
+// while every stream negotiated the same codec and no compression, but a worker sending compressed
+// requests would make its stream compress and the shared message would then be wrong elsewhere (the
+// frame's compressed flag against the other streams' grpc-encoding). Encoding once per stream would
+// not save the encoding. A codec keeps the compression per stream.
+type streamCodec struct{ encoding.CodecV2 }
+
+func newStreamCodec() streamCodec { return streamCodec{encoding.GetCodecV2(protoenc.Name)} }
+
+func (c streamCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if p, ok := v.(*preEncoded); ok {
+		// A SliceBuffer is never recycled (its Free does nothing): the bytes stay shared and intact.
+		return mem.BufferSlice{mem.SliceBuffer(p.b)}, nil
+	}
+	return c.CodecV2.Marshal(v)
 }

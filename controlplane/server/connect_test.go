@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -104,5 +105,46 @@ func TestHealthViewWriteRetried(t *testing.T) {
 		"the changed view never reached etcd after it came back; log:\n%s", logs.String())
 	if !strings.Contains(logs.String(), "health view stored after a failed write") {
 		t.Errorf("no log of the retried write; log:\n%s", logs.String())
+	}
+}
+
+// Every worker of a gateway receives the same snapshot, encoded once: the bytes and the message
+// decode as the configuration, on several streams and across pushes.
+func TestSnapshotSharedAcrossStreams(t *testing.T) {
+	r := cptest.Start(t, cptest.Etcd(t), "cp-shared")
+	conn := cptest.Dial(t, r.Addr)
+	v1 := cptest.Apply(t, conn, leaveDoc)
+	workers := []*rawWorker{connectRaw(t, conn, "a", 0), connectRaw(t, conn, "b", 0), connectRaw(t, conn, "c", 0)}
+	// check says every worker received the snapshot of version, all the same bytes, and returns them.
+	check := func(workers []*rawWorker, version int64) []byte {
+		t.Helper()
+		var first []byte
+		for _, w := range workers {
+			m, err := w.recv()
+			if err != nil || m.GetSnapshot() == nil {
+				t.Fatalf("%s: want a snapshot, got %v, %v", w.id, m, err)
+			}
+			s := m.GetSnapshot()
+			if s.GetVersion() != version || s.GetGateway().GetName() != "leave" || len(s.GetAffinityKey()) == 0 {
+				t.Fatalf("%s: snapshot %d of %q (affinity key %d bytes), want %d of leave", w.id, s.GetVersion(), s.GetGateway().GetName(), len(s.GetAffinityKey()), version)
+			}
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first == nil {
+				first = b
+			} else if !bytes.Equal(first, b) {
+				t.Fatalf("%s received another snapshot than the first worker", w.id)
+			}
+		}
+		return first
+	}
+	check(workers, v1)
+	v2 := cptest.Apply(t, conn, strings.Replace(leaveDoc, "10.0.0.2", "10.0.0.3", 1))
+	b2 := check(workers, v2)
+	// A worker that connects later gets the same, current snapshot.
+	if b := check([]*rawWorker{connectRaw(t, conn, "d", v1)}, v2); !bytes.Equal(b, b2) {
+		t.Fatal("a worker connecting later received another snapshot")
 	}
 }

@@ -184,6 +184,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}),
+		// Snapshots are encoded once per version for every worker (see streamCodec).
+		grpc.ForceServerCodecV2(newStreamCodec()),
 	}
 	if cfg.Insecure {
 		s.log.Warn("serving plaintext gRPC without authentication (--insecure): for tests and development only")
