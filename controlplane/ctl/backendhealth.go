@@ -34,9 +34,11 @@ backend settings rules use the pool with. WORKERS counts the data-plane workers 
 healthy, out of those reporting it; LAST-PROBE is the newest probe among them. Both come from the
 control plane's summary of each server.
 
---dataplanes adds every worker's own view of each server: in the table a row per worker beneath
-the server (its id, health, reason and last probe), with -o json the dataplanes list of each
-server. That is one entry per server and worker: tens of MiB for 1,000 workers x 1,000 servers.
+-o json prints the answer as is: each server's summary (healthyDataplanes, unhealthyDataplanes,
+reportingDataplanes, lastProbe). --dataplanes adds every worker's own view of each server: in the
+table a row per worker beneath the server (its id, health, reason and last probe), with -o json the
+dataplanes list of each server. That is one entry per server and worker: tens of MiB for 1,000
+workers x 1,000 servers.
 
 Exit code 0 when every server is Healthy, 3 when any is not (Unhealthy, Partial, Draining or
 Unknown), 1 when the health could not be read.`,
