@@ -22,9 +22,8 @@ const (
 // GatewayHealth holds the health views of one gateway's workers in a compact form, and keeps for
 // every (settings, server) pair a summary that is updated incrementally when a view changes: how
 // many workers see the server healthy and unhealthy, the newest probe among them, and every
-// worker's view in worker-id order. A
-// BackendHealth answer then costs a lookup per server of the configuration, not a pass over every
-// worker's view.
+// worker's view in worker-id order. A BackendHealth answer then costs a lookup per server of the
+// configuration, not a pass over every worker's view.
 //
 // Strings are interned (the many workers of a fleet report the same reasons and messages) and
 // times are kept as numbers; the protobuf messages of the reports are not kept, except drain
