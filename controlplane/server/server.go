@@ -75,7 +75,7 @@ type Config struct {
 // bufferPool is the gRPC buffer pool of the API server and of the etcd client. gRPC's default pool
 // has tiers of 256 B, 4, 16 and 32 KiB and 1 MiB, so every message between 32 KiB and 1 MiB takes a
 // zeroed 1 MiB buffer: a worker's health view of 1,000 servers is about 55 KiB, and at 1,000 workers
-// such buffers held about 750 MiB of the replica's heap (receiving views, and writing them to etcd).
+// such buffers held 395-775 MiB of the replica's heap (receiving views, and writing them to etcd).
 // With a tier at every power of two a buffer is at most twice its message.
 var bufferPool = func() mem.BufferPool {
 	p, err := mem.NewBinaryTieredBufferPool(8, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20)
