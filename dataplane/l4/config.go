@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/dataplane/drain"
 	"github.com/fleetgate/fleetgate/dataplane/health"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
@@ -64,9 +65,7 @@ func (pr *portRoutes) byServerName(name string) *listener {
 
 // serverID names a server in a pool under a backend settings: the unit of connection accounting and
 // draining.
-type serverID struct {
-	pool, settings, addr string
-}
+type serverID = drain.ID
 
 // backendSet is a pool's servers under one layer-4 backend settings.
 type backendSet struct {
@@ -309,7 +308,7 @@ func newBackendSet(gw *fgv1.Gateway, bp *fgv1.BackendAddressPool, set *fgv1.Back
 	for _, a := range bp.GetBackendAddresses() {
 		addr := config.ServerAddress(a, set.GetPort())
 		s := &server{
-			id:   serverID{bs.pool, bs.settings, addr},
+			id:   serverID{Pool: bs.pool, Settings: bs.settings, Addr: addr},
 			addr: addr,
 			host: a.GetIpAddress() + a.GetFqdn(),
 		}

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fleetgate/fleetgate/dataplane/drain"
 	"github.com/fleetgate/fleetgate/dataplane/health"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
@@ -51,19 +52,18 @@ type Proxy struct {
 
 	mu     sync.Mutex // serializes Apply and drain bookkeeping
 	stats  map[serverID]*serverStats
-	drains map[serverID]*drain
+	drains *drain.Book[struct{}]
 
 	connMu   sync.Mutex
 	conns    map[*conn]struct{} // every client connection being handled
 	shutdown bool               // Shutdown began: connections accepted from now on are closed
 	handlers sync.WaitGroup     // connection handlers
 
-	dialer       net.Dialer
-	splice       bool // splice plain TCP both ways where the kernel can; tests turn it off to compare
-	drainChanged chan struct{}
-	stop         context.CancelFunc
-	done         chan struct{}
-	closeOnce    sync.Once
+	dialer    net.Dialer
+	splice    bool // splice plain TCP both ways where the kernel can; tests turn it off to compare
+	stop      context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // New returns a proxy with no configuration: every connection is closed at once until Apply.
@@ -74,19 +74,18 @@ func New(log *slog.Logger) *Proxy {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
-		log:          log,
-		stats:        map[serverID]*serverStats{},
-		drains:       map[serverID]*drain{},
-		conns:        map[*conn]struct{}{},
-		drainChanged: make(chan struct{}, 1),
-		stop:         cancel,
-		done:         make(chan struct{}),
-		splice:       spliceSupported,
+		log:    log,
+		stats:  map[serverID]*serverStats{},
+		drains: drain.NewBook[struct{}](log, "layer-4 "),
+		conns:  map[*conn]struct{}{},
+		stop:   cancel,
+		done:   make(chan struct{}),
+		splice: spliceSupported,
 	}
 	p.state.Store(&state{ports: map[int32]*portRoutes{}, servers: map[serverID]*server{}})
 	go func() {
 		defer close(p.done)
-		p.runDrains(ctx)
+		p.drains.Run(ctx, &p.mu)
 	}()
 	return p
 }
@@ -133,12 +132,12 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, dr
 	// Forget the stats of servers gone for good: not configured, not draining, no connection. No
 	// connection can be counted against them any more (pickMu).
 	for id, s := range p.stats {
-		if next.servers[id] == nil && p.drains[id] == nil && s.active() == 0 {
+		if next.servers[id] == nil && p.drains.Drains[id] == nil && s.Active() == 0 {
 			delete(p.stats, id)
 		}
 	}
 	p.pickMu.Unlock()
-	p.notifyDrains()
+	p.drains.Notify()
 	return nil
 }
 

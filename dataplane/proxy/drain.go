@@ -2,28 +2,19 @@ package proxy
 
 import (
 	"context"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/dataplane/drain"
 	"github.com/fleetgate/fleetgate/dataplane/upstream"
 	fgv1 "github.com/fleetgate/fleetgate/gen/fleetgate/v1"
 )
 
-// Draining: a server removed from its pool by an apply, or drained by an operator, gets no new
-// requests (but for clients whose affinity cookie names it); its requests and upgraded connections
-// in flight continue until they end or the drain deadline passes, when they are cut.
-const (
-	// drainTick is how often drains are checked for their end.
-	drainTick = 100 * time.Millisecond
-	// keepFinished is how long a finished drain stays in reports, so that `drain status` can tell
-	// how it ended.
-	keepFinished = 5 * time.Minute
-)
+// Draining (dataplane/drain): a server removed from its pool by an apply, or drained by an operator,
+// gets no new requests (but for clients whose affinity cookie names it); its requests and upgraded
+// connections in flight continue until they end or the drain deadline passes, when they are cut.
 
 // serverStats counts a server's connections across configurations, and can cut them.
 type serverStats struct {
@@ -45,8 +36,11 @@ func newServerStats() *serverStats {
 	return s
 }
 
-// active is the connections still open: every request in flight holds one, upgraded ones included.
-func (s *serverStats) active() int64 { return s.inflight.Load() }
+// Active is the connections still open: every request in flight holds one, upgraded ones included.
+func (s *serverStats) Active() int64 { return s.inflight.Load() }
+
+// Requests is the requests in flight that are not upgraded connections.
+func (s *serverStats) Requests() int64 { return s.inflight.Load() - s.tunnels.Load() }
 
 // lifetime is the context whose end cuts the server's current tunnels.
 func (s *serverStats) lifetime() context.Context {
@@ -55,13 +49,16 @@ func (s *serverStats) lifetime() context.Context {
 	return s.life
 }
 
-// cut ends every request and tunnel in flight; later ones start afresh.
-func (s *serverStats) cut() {
+// Cut ends every request and tunnel in flight and returns how many there were; later ones start
+// afresh.
+func (s *serverStats) Cut() int64 {
+	n := s.inflight.Load()
 	s.cutter.Cut()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cancel()
 	s.life, s.cancel = context.WithCancel(context.Background())
+	return n
 }
 
 func (s *serverStats) track(open bool) {
@@ -72,27 +69,6 @@ func (s *serverStats) track(open bool) {
 	}
 }
 
-// drainID names a drain.
-type drainID struct {
-	pool, settings, addr string
-}
-
-// drain is one server's drain on this worker.
-type drain struct {
-	id       drainID
-	admin    bool
-	stats    *serverStats
-	started  time.Time
-	deadline time.Time
-	done     bool
-	cut      int64
-	ended    time.Time
-	// server is the server as it was, still reachable through affinity cookies until the drain ends.
-	server *server
-	// over is set when the drain ends; the request path reads it through server.drainEnded.
-	over *atomic.Bool
-}
-
 // drainTimeout is a settings' drain timeout: connectionDraining's, else 30 s.
 func drainTimeout(set *fgv1.BackendHttpSettings) time.Duration {
 	if cd := set.GetConnectionDraining(); cd.GetEnabled() && cd.GetDrainTimeoutInSec() > 0 {
@@ -101,108 +77,25 @@ func drainTimeout(set *fgv1.BackendHttpSettings) time.Duration {
 	return config.DefaultDrainTimeout * time.Second
 }
 
-// runDrains ends drains as their connections finish or their deadlines pass, until ctx ends.
-func (p *Proxy) runDrains(ctx context.Context) {
-	t := time.NewTicker(drainTick)
-	defer t.Stop()
-	last := map[drainID]int64{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if p.checkDrains(now, last) {
-				p.notifyDrains()
-			}
-		}
-	}
-}
-
-// checkDrains ends what can be ended and reports whether anything a report shows changed.
-func (p *Proxy) checkDrains(now time.Time, last map[drainID]int64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	changed := false
-	for id, d := range p.drains {
-		if d.done {
-			if !d.admin && now.Sub(d.ended) > keepFinished {
-				delete(p.drains, id)
-				delete(last, id)
-				changed = true
-			}
-			continue
-		}
-		active := d.stats.active()
-		switch {
-		case active == 0:
-			d.done, d.ended = true, now
-			d.over.Store(true)
-			p.log.Info("drain finished", "pool", id.pool, "server", id.addr)
-			changed = true
-		case !now.Before(d.deadline):
-			d.stats.cut()
-			d.done, d.cut, d.ended = true, active, now
-			d.over.Store(true)
-			p.log.Warn("drain deadline passed; connections cut", "pool", id.pool, "server", id.addr, "connections", active)
-			changed = true
-		case last[id] != active:
-			changed = true
-		}
-		last[id] = active
-	}
-	return changed
-}
-
 // DrainChanged receives a value (coalesced) when a drain report changes.
-func (p *Proxy) DrainChanged() <-chan struct{} { return p.drainChanged }
-
-func (p *Proxy) notifyDrains() {
-	select {
-	case p.drainChanged <- struct{}{}:
-	default:
-	}
-}
+func (p *Proxy) DrainChanged() <-chan struct{} { return p.drains.Changed() }
 
 // DrainReports lists the drains in progress and those finished in the last minutes.
 func (p *Proxy) DrainReports() []*fgv1.DrainReport {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]*fgv1.DrainReport, 0, len(p.drains))
-	for id, d := range p.drains {
-		r := &fgv1.DrainReport{
-			Pool:      id.pool,
-			Settings:  id.settings,
-			Address:   id.addr,
-			StartedAt: timestamppb.New(d.started),
-			Deadline:  timestamppb.New(d.deadline),
-			Done:      d.done,
-			Admin:     d.admin,
-		}
-		if d.done {
-			r.CutConnections = d.cut
-		} else {
-			r.ActiveConnections = d.stats.active()
-			r.InflightRequests = r.ActiveConnections - d.stats.tunnels.Load()
-		}
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Pool != out[j].Pool {
-			return out[i].Pool < out[j].Pool
-		}
-		return out[i].Address < out[j].Address
-	})
-	return out
+	return p.drains.Reports()
 }
 
 // updateDrains starts, keeps and ends drains for a new configuration (under p.mu): servers that
 // left their pool start draining; servers that came back stop; the operator's drains follow the
 // snapshot's list. It returns the servers an affinity cookie may still reach, by backend set.
 func (p *Proxy) updateDrains(old, next *state, admin []*fgv1.AdminDrain, now time.Time) {
-	present := map[drainID]*server{}
+	drains := p.drains.Drains
+	present := map[drain.ID]*server{}
 	for _, bs := range next.targets {
 		for _, s := range bs.servers {
-			present[drainID{bs.pool, bs.settings, s.addr}] = s
+			present[drain.ID{Pool: bs.pool, Settings: bs.settings, Addr: s.addr}] = s
 		}
 	}
 	// Operator's drains, by pool and host.
@@ -214,57 +107,57 @@ func (p *Proxy) updateDrains(old, next *state, admin []*fgv1.AdminDrain, now tim
 	for _, bs := range next.targets {
 		for _, s := range bs.servers {
 			ad := wanted[poolHost{bs.pool, s.host}]
-			id := drainID{bs.pool, bs.settings, s.addr}
-			d := p.drains[id]
+			id := drain.ID{Pool: bs.pool, Settings: bs.settings, Addr: s.addr}
+			d := drains[id]
 			switch {
 			case ad != nil:
 				s.draining = true
-				if d == nil || !d.admin {
+				if d == nil || !d.Admin {
 					started := ad.GetStartedAt().AsTime()
 					timeout := time.Duration(ad.GetTimeoutSeconds()) * time.Second
 					if timeout == 0 {
 						timeout = bs.drainTimeout
 					}
-					d = &drain{id: id, admin: true, stats: s.stats, started: started, deadline: started.Add(timeout), over: new(atomic.Bool)}
-					p.drains[id] = d
+					d = &drain.Drain[*server]{Admin: true, Conns: s.stats, Started: started, Deadline: started.Add(timeout), Timeout: timeout}
+					drains[id] = d
 				}
-				d.server, s.drainEnded = s, d.over
+				d.Server, s.drainEnded = s, &d.Over
 			case d != nil:
 				// Back in its pool, or undrained: serve it again.
-				delete(p.drains, id)
+				delete(drains, id)
 			}
 		}
 	}
 	// Operator's drains that no longer apply (lifted, or the server left its pool): a finished one is
 	// forgotten; one still running goes on as a removal drain, to its deadline.
-	for id, d := range p.drains {
-		if !d.admin {
+	for id, d := range drains {
+		if !d.Admin {
 			continue
 		}
 		s := present[id]
-		if s != nil && wanted[poolHost{id.pool, s.host}] != nil {
+		if s != nil && wanted[poolHost{id.Pool, s.host}] != nil {
 			continue
 		}
-		if s != nil || d.done {
-			delete(p.drains, id)
+		if s != nil || d.Done {
+			delete(drains, id)
 			continue
 		}
-		d.admin = false
+		d.Admin = false
 	}
 	if old == nil {
 		return
 	}
 	for _, bs := range old.targets {
 		for _, s := range bs.servers {
-			id := drainID{bs.pool, bs.settings, s.addr}
-			if present[id] != nil || p.drains[id] != nil {
+			id := drain.ID{Pool: bs.pool, Settings: bs.settings, Addr: s.addr}
+			if present[id] != nil || drains[id] != nil {
 				continue
 			}
-			d := &drain{id: id, stats: s.stats, started: now, deadline: now.Add(bs.drainTimeout), over: new(atomic.Bool)}
+			d := &drain.Drain[*server]{Conns: s.stats, Started: now, Deadline: now.Add(bs.drainTimeout)}
 			gone := *s
-			gone.draining, gone.drainEnded = true, d.over
-			d.server = &gone
-			p.drains[id] = d
+			gone.draining, gone.drainEnded = true, &d.Over
+			d.Server = &gone
+			drains[id] = d
 			p.log.Info("server left its pool; draining", "pool", bs.pool, "server", s.addr, "deadline", now.Add(bs.drainTimeout))
 		}
 	}
@@ -273,9 +166,9 @@ func (p *Proxy) updateDrains(old, next *state, admin []*fgv1.AdminDrain, now tim
 		if !bs.affinity {
 			continue
 		}
-		for id, d := range p.drains {
-			if id.pool == bs.pool && id.settings == bs.settings && !d.done && d.server.hash != "" && bs.serverByHash[d.server.hash] == nil {
-				bs.serverByHash[d.server.hash] = d.server
+		for id, d := range drains {
+			if id.Pool == bs.pool && id.Settings == bs.settings && !d.Done && d.Server.hash != "" && bs.serverByHash[d.Server.hash] == nil {
+				bs.serverByHash[d.Server.hash] = d.Server
 			}
 		}
 	}

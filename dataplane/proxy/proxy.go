@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/controlplane/config"
+	"github.com/fleetgate/fleetgate/dataplane/drain"
 	"github.com/fleetgate/fleetgate/dataplane/health"
 	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/route"
@@ -33,14 +34,13 @@ type Proxy struct {
 	mu     sync.Mutex                  // serializes Apply, Clear and drain bookkeeping
 	conns  map[string]io.Closer        // connection pools by tlsOptions.key, kept across configs
 	stats  map[health.Key]*serverStats // connection counts, kept across configs
-	drains map[drainID]*drain
+	drains *drain.Book[*server]
 
 	metrics   *metrics.Metrics
 	accessLog *slog.Logger
 
-	drainChanged chan struct{}
-	stop         context.CancelFunc
-	done         chan struct{}
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // state is one applied configuration, immutable.
@@ -60,18 +60,17 @@ type HealthLookup func(health.Key) *health.Tracker
 func New(log *slog.Logger) *Proxy {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
-		log:          log,
-		conns:        map[string]io.Closer{},
-		stats:        map[health.Key]*serverStats{},
-		drains:       map[drainID]*drain{},
-		drainChanged: make(chan struct{}, 1),
-		stop:         cancel,
-		done:         make(chan struct{}),
+		log:    log,
+		conns:  map[string]io.Closer{},
+		stats:  map[health.Key]*serverStats{},
+		drains: drain.NewBook[*server](log, ""),
+		stop:   cancel,
+		done:   make(chan struct{}),
 	}
 	p.state.Store(&state{table: &route.Table{}})
 	go func() {
 		defer close(p.done)
-		p.runDrains(ctx)
+		p.drains.Run(ctx, &p.mu)
 	}()
 	return p
 }
@@ -118,13 +117,13 @@ func (p *Proxy) Apply(version int64, gw *fgv1.Gateway, healthOf HealthLookup, af
 		st.targets = append(st.targets, bs)
 	}
 	p.updateDrains(p.state.Load(), st, drains, time.Now())
-	for _, d := range p.drains {
-		if !d.done {
-			b.used[d.server.connKey] = d.server.conns // a draining server keeps its connections
+	for _, d := range p.drains.Drains {
+		if !d.Done {
+			b.used[d.Server.connKey] = d.Server.conns // a draining server keeps its connections
 		}
 	}
 	p.state.Store(st)
-	p.notifyDrains()
+	p.drains.Notify()
 	for key, c := range p.conns {
 		if b.used[key] == nil {
 			c.Close() // idle connections now; busy ones as their requests finish
@@ -141,7 +140,7 @@ func (p *Proxy) Clear(version int64) {
 	next := &state{version: version, table: &route.Table{}}
 	p.updateDrains(p.state.Load(), next, nil, time.Now())
 	p.state.Store(next)
-	p.notifyDrains()
+	p.drains.Notify()
 	for _, c := range p.conns {
 		c.Close()
 	}
