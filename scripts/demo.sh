@@ -129,5 +129,5 @@ EOT
   while true; do sleep 3600; done
 fi
 say "Demo done; stopping the fleet"
-echo "(To keep it running, run 'make demo' in a terminal or with DEMO_KEEP=1. Scale out with another"
-echo " worker on another loopback address: bin/dataplane --controlplane $CP --gateway appgw1 --id dp-3 --bind-address 127.0.0.4 --pki-dir DATA-DIR/pki)"
+echo "(To keep it running, run 'make demo' in a terminal or with DEMO_KEEP=1: it then prints how to"
+echo " scale out, drain a server and read metrics against the running fleet.)"
