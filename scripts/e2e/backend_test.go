@@ -94,7 +94,7 @@ func TestFaultBackends(t *testing.T) {
 		{"B marked Unhealthy by dp-1", fmt.Sprintf("%d times; down -> Unhealthy %s (%d down periods ended before)", unhealthyMarks, spread(detect), len(downs)-len(detect))},
 		{"failures after B was marked Unhealthy", fmt.Sprint(afterMark)},
 		{"steady A marked Unhealthy (probe timeouts: the machine stalled)", fmt.Sprint(stalls)},
-		{"retry on another server after a connect error", "no (each failure above is a request B took while not yet marked)"},
+		{"retry on another server after a connect error", "yes, up to 3 servers (a failure above would be a request B dropped after it was sent)"},
 	}
 
 	// 2. Slow server: /slow/* goes to C, which answers after 3 s; requestTimeout 1 s -> 504. Pool1
