@@ -69,9 +69,10 @@ func (a *acceptor) setMax(n int) {
 
 // handoff makes a new handoff listener the current one, for a new server, and returns it with the
 // one it replaces (nil if none). tlsConfig is set on Https ports; handshakeTimeout bounds the TLS
-// handshake.
-func (a *acceptor) handoff(tlsConfig *tls.Config, handshakeTimeout time.Duration) (cur, prev *handoff) {
-	h := &handoff{a: a, conns: make(chan net.Conn), closed: make(chan struct{}), tls: tlsConfig, handshakeTimeout: handshakeTimeout}
+// handshake. guard: HTTP/1 connections are wrapped by proxy.GuardFraming (net/http serves them).
+func (a *acceptor) handoff(tlsConfig *tls.Config, handshakeTimeout time.Duration, guard bool) (cur, prev *handoff) {
+	h := &handoff{a: a, conns: make(chan net.Conn), h2conns: make(chan net.Conn), closed: make(chan struct{}),
+		tls: tlsConfig, handshakeTimeout: handshakeTimeout, guard: guard}
 	a.mu.Lock()
 	prev, a.cur = a.cur, h
 	a.mu.Unlock()
@@ -169,7 +170,11 @@ func (a *acceptor) dispatch(c net.Conn) {
 			}()
 			return
 		}
-		if h.deliver(proxy.GuardFraming(c)) {
+		conn := net.Conn(c)
+		if h.guard {
+			conn = proxy.GuardFraming(c)
+		}
+		if h.deliver(conn, false) {
 			return
 		}
 		// That server stopped taking connections: the connection is untouched. Give it to the
@@ -205,10 +210,11 @@ func (a *acceptor) handshake(c net.Conn, h *handoff) {
 		return
 	}
 	var conn net.Conn = tc
-	if tc.ConnectionState().NegotiatedProtocol != "h2" {
+	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
+	if !h2 && h.guard {
 		conn = proxy.GuardFraming(tc)
 	}
-	if !h.deliver(conn) {
+	if !h.deliver(conn, h2) {
 		c.Close()
 	}
 }
@@ -236,21 +242,28 @@ func retryableAccept(err error) bool {
 	return false
 }
 
-// handoff is the net.Listener one http.Server serves: the acceptor hands it connections. Closing
-// it (the server's Shutdown does) leaves the socket open for the next server.
+// handoff is the net.Listener that a port's HTTP/1 server serves: the acceptor hands it
+// connections. Connections that negotiated h2 by ALPN go to another listener, H2. Closing it (the
+// server's Shutdown does) leaves the socket open for the next server.
 type handoff struct {
 	a                *acceptor
-	conns            chan net.Conn
+	conns, h2conns   chan net.Conn
 	closed           chan struct{}
 	once             sync.Once
 	tls              *tls.Config
 	handshakeTimeout time.Duration
+	guard            bool
 }
 
-// deliver hands c to the server; false if this handoff was closed (or the acceptor) first.
-func (h *handoff) deliver(c net.Conn) bool {
+// deliver hands c to the server (its h2 listener if h2); false if this handoff was closed (or
+// the acceptor) first.
+func (h *handoff) deliver(c net.Conn, h2 bool) bool {
+	ch := h.conns
+	if h2 {
+		ch = h.h2conns
+	}
 	select {
-	case h.conns <- c:
+	case ch <- c:
 		return true
 	case <-h.closed:
 		return false
@@ -259,14 +272,16 @@ func (h *handoff) deliver(c net.Conn) bool {
 	}
 }
 
-func (h *handoff) Accept() (net.Conn, error) {
+func (h *handoff) Accept() (net.Conn, error) { return h.accept(h.conns) }
+
+func (h *handoff) accept(conns chan net.Conn) (net.Conn, error) {
 	select {
 	case <-h.closed:
 		return nil, net.ErrClosed
 	default:
 	}
 	select {
-	case c := <-h.conns:
+	case c := <-conns:
 		return c, nil
 	case <-h.closed:
 		return nil, net.ErrClosed
@@ -281,6 +296,15 @@ func (h *handoff) Close() error {
 }
 
 func (h *handoff) Addr() net.Addr { return h.a.ln.Addr() }
+
+// H2 is the listener of the connections that negotiated h2.
+func (h *handoff) H2() net.Listener { return h2Listener{h} }
+
+type h2Listener struct{ h *handoff }
+
+func (l h2Listener) Accept() (net.Conn, error) { return l.h.accept(l.h.h2conns) }
+func (l h2Listener) Close() error              { return l.h.Close() }
+func (l h2Listener) Addr() net.Addr            { return l.h.Addr() }
 
 // countedConn holds one of the acceptor's connection slots until it is closed.
 type countedConn struct {

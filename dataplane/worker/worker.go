@@ -18,6 +18,7 @@ import (
 	"github.com/fleetgate/fleetgate/agent"
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/dataplane/health"
+	"github.com/fleetgate/fleetgate/dataplane/http1"
 	"github.com/fleetgate/fleetgate/dataplane/l4"
 	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/probe"
@@ -69,10 +70,37 @@ type listener struct {
 	srv *server
 }
 
-// server is one http.Server of an HTTP(S) port, fed by a handoff listener of the port's acceptor.
+// server is the server of an HTTP(S) port, fed by a handoff listener of the port's acceptor:
+// HTTP/1.x connections go to h1, the data plane's own HTTP/1 server, except on a cleartext port
+// with HTTP/2 (h2c by prior knowledge), where net/http (h2) serves everything; h2 also serves the
+// connections that negotiated h2 on Https ports.
 type server struct {
-	srv  *http.Server
-	done chan struct{} // Serve returned
+	h1   *http1.Server
+	h2   *http.Server
+	done chan struct{} // Serve returned (both)
+}
+
+// shutdown stops the server gracefully, up to ctx; then it closes what is left.
+func (s *server) shutdown(ctx context.Context) error {
+	var errs [2]error
+	var wg sync.WaitGroup
+	if s.h1 != nil {
+		wg.Go(func() {
+			if errs[0] = s.h1.Shutdown(ctx); errs[0] != nil {
+				s.h1.Close()
+			}
+		})
+	}
+	if s.h2 != nil {
+		wg.Go(func() {
+			if errs[1] = s.h2.Shutdown(ctx); errs[1] != nil {
+				s.h2.Close()
+			}
+		})
+	}
+	wg.Wait()
+	<-s.done
+	return errors.Join(errs[:]...)
 }
 
 // portSpec is what a port's server is built from: a change needs a new server on the port.
@@ -281,17 +309,45 @@ func (w *Worker) startServer(port int32, l *listener) {
 	if l.spec.mode.https {
 		tlsConfig = w.proxy.TLSConfig(port, l.spec.mode.http2)
 	}
-	view, _ := l.acc.handoff(tlsConfig, l.spec.limits.readHeaderTimeout)
-	srv := newServer(w.proxy.Handler(port), l.spec, w.log)
-	srv.ConnContext, srv.ConnState = w.hooks.ConnContext, w.connState
-	s := &server{srv: srv, done: make(chan struct{})}
+	mode := l.spec.mode
+	h2c := mode.http2 && !mode.https
+	view, _ := l.acc.handoff(tlsConfig, l.spec.limits.readHeaderTimeout, h2c)
+	s := &server{done: make(chan struct{})}
+	var wg sync.WaitGroup
+	serve := func(serve func() error) {
+		wg.Go(func() {
+			// net.ErrClosed: the port's socket was closed before this server was shut down.
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				w.log.Error("listener stopped", "port", port, "err", err)
+			}
+		})
+	}
+	h := w.proxy.Handler(port)
+	if mode.http2 {
+		s.h2 = newServer(h, l.spec, w.log)
+		s.h2.ConnContext, s.h2.ConnState = w.hooks.ConnContext, w.connState
+		if h2c {
+			serve(func() error { return s.h2.Serve(view) })
+		} else {
+			serve(func() error { return s.h2.Serve(view.H2()) })
+		}
+	}
+	if !h2c {
+		s.h1 = &http1.Server{
+			Handler:           h,
+			ReadHeaderTimeout: l.spec.limits.readHeaderTimeout,
+			IdleTimeout:       l.spec.limits.idleTimeout,
+			MaxHeaderBytes:    l.spec.limits.maxHeaderBytes,
+			ConnContext:       w.hooks.ConnContext,
+			ConnState:         w.connState,
+			Log:               w.log,
+		}
+		serve(func() error { return s.h1.Serve(view) })
+	}
 	l.srv = s
 	go func() {
-		defer close(s.done)
-		// net.ErrClosed: the port's socket was closed before this server was shut down.
-		if err := srv.Serve(view); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			w.log.Error("listener stopped", "port", port, "err", err)
-		}
+		wg.Wait()
+		close(s.done)
 	}()
 }
 
@@ -340,10 +396,7 @@ const replacedServerLinger = 500 * time.Millisecond
 func (w *Worker) shutdownServer(s *server) {
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownGrace)
 	defer cancel()
-	if err := s.srv.Shutdown(ctx); err != nil {
-		s.srv.Close()
-	}
-	<-s.done
+	s.shutdown(ctx)
 }
 
 // Shutdown stops accepting on every listener and waits, up to ctx, for requests in flight.
@@ -361,11 +414,9 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 			l.wg.Wait()
 			continue
 		}
-		if err := l.srv.srv.Shutdown(ctx); err != nil {
-			l.srv.srv.Close()
+		if err := l.srv.shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		<-l.srv.done
 	}
 	if err := w.l4.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
@@ -379,9 +430,9 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// newServer is the HTTP server of a listener: HTTP/1.1, and HTTP/2 when enabled (h2 by ALPN over
-// TLS, h2c with prior knowledge in the clear), with the gateway's limits against slow and
-// oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the proxy like every
+// newServer is the net/http server of a listener with HTTP/2 (h2 by ALPN over TLS; h2c with
+// prior knowledge in the clear, where it serves HTTP/1.1 too), with the gateway's limits against
+// slow and oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the proxy like every
 // other request, so that it passes the framing check.
 func newServer(h http.Handler, spec portSpec, log *slog.Logger) *http.Server {
 	var protocols http.Protocols

@@ -1,0 +1,462 @@
+// Package http1 is the data plane's HTTP/1.x server: the loop that reads requests from a client
+// connection, runs an http.Handler for each and writes the responses.
+//
+// net/http's server does more per request than a proxy needs: it starts a goroutine that watches
+// the connection for the client going away, makes a cancelable context, a fresh Request, header
+// maps and URL, and keeps 8 KiB of buffers for every idle connection. This server reuses one
+// Request, header map and URL per connection (the handler must not keep them past its return),
+// takes its buffers from a pool only while a request is being served (an idle connection holds no
+// buffer), and refuses ambiguous framing (Content-Length with Transfer-Encoding, Transfer-Encoding
+// in HTTP/1.0, obsolete line folding) while parsing, so no second parser follows the byte stream.
+//
+// What it keeps from net/http: the same checks of the request head and the same answers (400, 431,
+// 501, 505, 417), "Expect: 100-continue", chunked request bodies with trailers, a response
+// framed by Content-Length when the handler sets one or finishes within 2 KiB, chunked (with
+// trailers) otherwise, the discard of up to 256 KiB of an unread request body before the next
+// request, Flush, Hijack, ConnContext and ConnState, and a graceful Shutdown.
+//
+// What it leaves out: HTTP/2 (the worker serves h2 and h2c with net/http), Content-Type sniffing
+// (a proxy passes the backend's header as it is), and the cancelation of a request's context when
+// the client closes its connection mid-request (the response write then fails instead, as the
+// backend hop's own timeouts bound the wait).
+package http1
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves HTTP/1.x connections. Set its fields before Serve.
+type Server struct {
+	Handler           http.Handler
+	ReadHeaderTimeout time.Duration // the time to read a request head; 0: no limit
+	IdleTimeout       time.Duration // the time to wait for the next request; 0: no limit
+	MaxHeaderBytes    int           // request line and header fields; 0: 1 MiB. 4 KiB more is allowed, as in net/http.
+	// ConnContext, if set, gives the context of a connection's requests.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// ConnState, if set, is called as a connection changes state, as with http.Server.
+	ConnState func(net.Conn, http.ConnState)
+	Log       *slog.Logger
+
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	listeners map[net.Listener]struct{}
+	shutting  atomic.Bool
+	done      chan struct{} // closed once all connections are gone during Shutdown/Close
+}
+
+// ErrServerClosed is what Serve returns after Shutdown or Close.
+var ErrServerClosed = http.ErrServerClosed
+
+// Serve accepts connections from l and serves each in its own goroutine, until l fails or the
+// server is shut down.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	for {
+		rw, err := l.Accept()
+		if err != nil {
+			if s.shutting.Load() {
+				return ErrServerClosed
+			}
+			return err
+		}
+		c := s.newConn(rw)
+		if c == nil {
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// ServeConn serves one connection in the calling goroutine, until it closes.
+func (s *Server) ServeConn(rw net.Conn) {
+	if c := s.newConn(rw); c != nil {
+		c.serve()
+	}
+}
+
+func (s *Server) newConn(rw net.Conn) *conn {
+	c := &conn{s: s, rw: rw, created: time.Now()}
+	c.state.Store(int32(http.StateNew))
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		rw.Close()
+		return nil
+	}
+	if s.conns == nil {
+		s.conns = map[*conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	if s.ConnState != nil {
+		s.ConnState(rw, http.StateNew)
+	}
+	return c
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, closes idle connections and waits for the others to finish their
+// current request, or for ctx, whichever is first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
+	s.closeListeners()
+	wait := time.Millisecond
+	for {
+		if s.closeIdle() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// Close closes the listeners and every connection at once.
+func (s *Server) Close() error {
+	s.shutting.Store(true)
+	s.closeListeners()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.rw.Close()
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range s.listeners {
+		l.Close()
+	}
+}
+
+// newConnGrace is how long Shutdown leaves a connection that has not sent its first request, as
+// net/http does: its request may be on the way.
+const newConnGrace = 5 * time.Second
+
+// closeIdle closes the connections waiting for a request and reports whether none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		st := http.ConnState(c.state.Load())
+		if st == http.StateNew && time.Since(c.created) < newConnGrace {
+			continue
+		}
+		if (st == http.StateIdle || st == http.StateNew) && c.state.CompareAndSwap(int32(st), int32(http.StateClosed)) {
+			c.rw.Close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+func (s *Server) maxHeaderBytes() int {
+	if s.MaxHeaderBytes > 0 {
+		return s.MaxHeaderBytes + 4096
+	}
+	return http.DefaultMaxHeaderBytes + 4096
+}
+
+// conn is one client connection.
+type conn struct {
+	s       *Server
+	rw      net.Conn
+	created time.Time
+	state   atomic.Int32 // http.ConnState; StateClosed once Shutdown has claimed an idle one
+	ctx     context.Context
+	remote  string
+	tls     *tls.ConnectionState // nil in the clear
+	base    *http.Request        // an empty request carrying ctx, copied for each request
+
+	// x is the request state, from the pool while a request is served; kept across requests only
+	// when the client has sent bytes of the next one already (pipelining).
+	x *exchange
+
+	first  [1]byte // the byte that woke an idle connection
+	prefix prefixReader
+}
+
+// serve runs the connection's request loop.
+func (c *conn) serve() {
+	hijacked := false
+	defer func() {
+		if hijacked {
+			return
+		}
+		if c.x != nil {
+			c.x.release()
+			c.x = nil
+		}
+		c.rw.Close()
+		c.s.forget(c)
+		c.state.Store(int32(http.StateClosed))
+		if c.s.ConnState != nil {
+			c.s.ConnState(c.rw, http.StateClosed)
+		}
+	}()
+	c.remote = c.rw.RemoteAddr().String()
+	if tc, ok := c.rw.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		st := tc.ConnectionState()
+		c.tls = &st
+	}
+	c.ctx = context.Background()
+	if c.s.ConnContext != nil {
+		c.ctx = c.s.ConnContext(c.ctx, c.rw)
+	}
+	c.base = new(http.Request).WithContext(c.ctx)
+	for n := 0; ; n++ {
+		if !c.awaitRequest(n) {
+			return
+		}
+		var keep bool
+		keep, hijacked = c.serveRequest()
+		if hijacked || !keep {
+			return
+		}
+	}
+}
+
+// awaitRequest waits for the first byte of the next request (the n-th on the connection) and
+// readies c.x to read it; false if the connection is to close instead.
+func (c *conn) awaitRequest(n int) bool {
+	if c.x != nil && c.x.br.Buffered() > 0 {
+		// Pipelined: the next request is here already.
+		if c.s.ReadHeaderTimeout > 0 {
+			c.rw.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
+		}
+		return true
+	}
+	if c.x != nil {
+		c.x.release()
+		c.x = nil
+	}
+	timeout := c.s.ReadHeaderTimeout
+	if n > 0 {
+		if !c.setState(http.StateIdle) {
+			return false
+		}
+		timeout = c.s.IdleTimeout
+	}
+	if timeout > 0 {
+		c.rw.SetReadDeadline(time.Now().Add(timeout))
+	}
+	// Wait with no buffer: an idle connection holds none.
+	if m, _ := c.rw.Read(c.first[:]); m == 0 {
+		return false
+	}
+	if !c.setState(http.StateActive) {
+		return false
+	}
+	if n > 0 && c.s.ReadHeaderTimeout > 0 {
+		c.rw.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
+	} else if n > 0 && timeout > 0 {
+		c.rw.SetReadDeadline(time.Time{})
+	}
+	c.x = getExchange()
+	c.prefix = prefixReader{b: c.first[:1], r: c.rw}
+	c.x.br.Reset(&c.prefix)
+	c.x.bw.Reset(c.rw)
+	return true
+}
+
+// setState moves the connection to st, unless Shutdown closed it while idle.
+func (c *conn) setState(st http.ConnState) bool {
+	old := http.ConnState(c.state.Load())
+	if old == http.StateClosed || !c.state.CompareAndSwap(int32(old), int32(st)) {
+		return false
+	}
+	if old != st && c.s.ConnState != nil {
+		c.s.ConnState(c.rw, st)
+	}
+	return true
+}
+
+// serveRequest reads one request and answers it. keep: the connection may carry another request.
+func (c *conn) serveRequest() (keep, hijacked bool) {
+	x := c.x
+	x.reset(c)
+	err := x.readHead(x.br, c.s.maxHeaderBytes())
+	if err == nil {
+		err = x.parse()
+	}
+	if err != nil {
+		var re *requestError
+		if errors.As(err, &re) {
+			c.refuse(re)
+		}
+		return false, false
+	}
+	if c.s.ReadHeaderTimeout > 0 {
+		c.rw.SetReadDeadline(time.Time{})
+	}
+	x.setBody()
+
+	w := &x.resp
+	if !c.runHandler(w, &x.req) {
+		return false, w.hijacked
+	}
+	if w.hijacked {
+		return false, true
+	}
+	w.finish()
+	if w.closeAfter || w.werr != nil || c.s.shutting.Load() {
+		if w.werr == nil && x.body.unread() {
+			c.lingerClose()
+		}
+		return false, false
+	}
+	if !x.body.drain() {
+		return false, false
+	}
+	return true, false
+}
+
+// runHandler calls the handler; false if it panicked (the connection is then closed).
+func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = false
+			if v != http.ErrAbortHandler && c.s.Log != nil {
+				buf := make([]byte, 16<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.s.Log.Error("panic serving a request", "client", c.remote, "panic", fmt.Sprint(v), "stack", string(buf))
+			}
+			if !w.hijacked && w.werr == nil {
+				w.c.x.bw.Flush()
+			}
+		}
+	}()
+	c.s.Handler.ServeHTTP(w, r)
+	return true
+}
+
+// refuse answers a request whose head was refused, and the connection is then closed.
+func (c *conn) refuse(re *requestError) {
+	body := fmt.Sprintf("%d %s: %s", re.status, http.StatusText(re.status), re.msg)
+	c.rw.SetWriteDeadline(time.Now().Add(time.Second))
+	fmt.Fprintf(c.rw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		re.status, http.StatusText(re.status), len(body), body)
+	c.lingerClose()
+}
+
+// lingerClose closes the connection after its last response without losing that response to a
+// reset: it sends FIN, reads (and drops) what the client still sends for up to half a second.
+func (c *conn) lingerClose() {
+	if cw, ok := c.rw.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.rw.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.Copy(io.Discard, io.LimitReader(c.rw, 256<<10))
+}
+
+// prefixReader reads b, then r.
+type prefixReader struct {
+	b []byte
+	r io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.b) > 0 {
+		n := copy(b, p.b)
+		p.b = p.b[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
+}
+
+// exchange is the state of one request being served: buffers, and the request and response
+// reused from one request to the next.
+type exchange struct {
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	head []byte
+	strs []string
+
+	req     http.Request
+	url     url.URL
+	header  http.Header
+	chunked bool
+	expect  bool
+	body    body
+	resp    response
+	hold    [holdBack]byte
+}
+
+var exchanges = sync.Pool{New: func() any {
+	x := &exchange{
+		br:     bufio.NewReaderSize(nil, 4<<10),
+		bw:     bufio.NewWriterSize(nil, 4<<10),
+		header: make(http.Header, 8),
+	}
+	x.resp.header = make(http.Header, 8)
+	return x
+}}
+
+func getExchange() *exchange { return exchanges.Get().(*exchange) }
+
+// release returns the exchange to the pool, dropping what an unusual request made it hold.
+func (x *exchange) release() {
+	x.br.Reset(nil)
+	x.bw.Reset(nil)
+	if cap(x.head) > 16<<10 {
+		x.head = nil
+	}
+	if cap(x.strs) > 64 {
+		x.strs = nil
+	}
+	x.req = http.Request{}
+	clear(x.header)
+	clear(x.resp.header)
+	x.resp = response{header: x.resp.header}
+	x.body = body{}
+	exchanges.Put(x)
+}
+
+// reset readies the exchange for the next request on c.
+func (x *exchange) reset(c *conn) {
+	clear(x.header)
+	clear(x.resp.header)
+	x.strs = x.strs[:0]
+	x.chunked, x.expect = false, false
+	x.req = *c.base
+	x.req.Header = x.header
+	x.req.RemoteAddr = c.remote
+	x.req.TLS = c.tls
+	x.resp = response{c: c, req: &x.req, header: x.resp.header, status: 0}
+}
