@@ -60,7 +60,7 @@ FUZZTIME ?= 10s
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeValidate$$' -fuzztime=$(FUZZTIME) ./controlplane/config/
 	$(GO) test -run='^$$' -fuzz='^FuzzMatchRewrite$$' -fuzztime=$(FUZZTIME) ./dataplane/route/
-	$(GO) test -run='^$$' -fuzz='^FuzzFramingGuard$$' -fuzztime=$(FUZZTIME) ./dataplane/proxy/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./dataplane/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzAffinityCookie$$' -fuzztime=$(FUZZTIME) ./dataplane/proxy/
 	$(GO) test -run='^$$' -fuzz='^FuzzConnectStream$$' -fuzztime=$(FUZZTIME) ./agent/
 

@@ -48,7 +48,12 @@ type Server struct {
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 	// ConnState, if set, is called as a connection changes state, as with http.Server.
 	ConnState func(net.Conn, http.ConnState)
-	Log       *slog.Logger
+	// H2C, if set, takes a connection that opens with the HTTP/2 preface (h2c with prior
+	// knowledge), as net/http's server checks at a connection's start: the connection is then no
+	// longer this server's (ConnState reports it hijacked), and reads from it begin with the
+	// preface.
+	H2C func(net.Conn)
+	Log *slog.Logger
 
 	mu        sync.Mutex
 	conns     map[*conn]struct{}
@@ -244,6 +249,11 @@ func (c *conn) serve() {
 		if !c.awaitRequest(n) {
 			return
 		}
+		if n == 0 && c.s.H2C != nil && c.first[0] == 'P' && c.h2Preface() {
+			c.handOverH2C()
+			hijacked = true
+			return
+		}
 		var keep bool
 		keep, hijacked = c.serveRequest()
 		if hijacked || !keep {
@@ -293,6 +303,51 @@ func (c *conn) awaitRequest(n int) bool {
 	c.x.br.Reset(&c.prefix)
 	c.x.bw.Reset(c.rw)
 	return true
+}
+
+// h2Preface reports whether the connection opens with the HTTP/2 client preface.
+func (c *conn) h2Preface() bool {
+	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	for _, n := range []int{len("PRI * HTTP/2.0"), len(preface)} {
+		// Two steps, as net/http: an HTTP/1 request shorter than the preface is not waited on
+		// once its first bytes differ.
+		got, err := c.x.br.Peek(n)
+		if err != nil || string(got) != preface[:n] {
+			return false
+		}
+	}
+	return true
+}
+
+// handOverH2C gives the connection, with the bytes read from it so far, to H2C.
+func (c *conn) handOverH2C() {
+	x := c.x
+	c.x = nil
+	pre, _ := x.br.Peek(x.br.Buffered())
+	rc := &replayConn{Conn: c.rw, pre: append([]byte(nil), pre...)}
+	x.release()
+	c.s.forget(c)
+	c.state.Store(int32(http.StateHijacked))
+	if c.s.ConnState != nil {
+		c.s.ConnState(c.rw, http.StateHijacked)
+	}
+	c.rw.SetReadDeadline(time.Time{})
+	c.s.H2C(rc)
+}
+
+// replayConn is a connection whose first reads return pre.
+type replayConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }
 
 // setState moves the connection to st, unless Shutdown closed it while idle.

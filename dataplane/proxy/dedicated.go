@@ -12,8 +12,6 @@ import (
 // clientConn is one client connection's own backend connections, for settings with
 // dedicatedBackendConnection: never shared with another client, closed when the client's closes.
 type clientConn struct {
-	framing *framingConn // set when the connection's framing is followed (GuardFraming)
-
 	mu    sync.Mutex
 	pools map[string]*upstream.Pool // by server address
 	done  bool
@@ -52,27 +50,23 @@ func (cc *clientConn) close() {
 	cc.pools = nil
 }
 
-// ConnHooks tracks client connections for dedicated backend connections and framing checks: set
-// ConnContext and ConnState of every listener's http.Server to these.
+// ConnHooks tracks client connections for dedicated backend connections: set ConnContext and
+// ConnState of every listener's server to these.
 type ConnHooks struct {
 	conns sync.Map // net.Conn -> *clientConn
 }
 
 // ConnContext gives each client connection its own (lazily filled) set of backend connections.
 func (h *ConnHooks) ConnContext(ctx context.Context, c net.Conn) context.Context {
-	cc := &clientConn{pools: map[string]*upstream.Pool{}, framing: framingOf(c)}
+	cc := &clientConn{pools: map[string]*upstream.Pool{}}
 	h.conns.Store(c, cc)
 	return context.WithValue(ctx, clientConnKey{}, cc)
 }
 
-// ConnState closes a client connection's backend connections when it closes or is hijacked, and
-// stops following the framing of a hijacked one.
+// ConnState closes a client connection's backend connections when it closes or is hijacked.
 func (h *ConnHooks) ConnState(c net.Conn, st http.ConnState) {
 	if st != http.StateClosed && st != http.StateHijacked {
 		return
-	}
-	if g := framingOf(c); g != nil && st == http.StateHijacked {
-		g.stop()
 	}
 	if v, ok := h.conns.LoadAndDelete(c); ok {
 		v.(*clientConn).close()

@@ -200,17 +200,6 @@ func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serve routes and forwards one request, and notes in ex what it did.
 func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange) {
-	cc := clientConnOf(r.Context())
-	if cc != nil && cc.framing != nil {
-		if reason := cc.framing.check(r); reason != "" {
-			if reason == reasonLost {
-				h.p.log.Warn("request framing out of step with net/http; closing the connection", "client", r.RemoteAddr)
-			}
-			ex.status = http.StatusBadRequest
-			refuseFraming(w, r, reason)
-			return
-		}
-	}
 	if r.Method == http.MethodOptions && r.RequestURI == "*" {
 		ex.status = http.StatusOK
 		serveOptionsStar(w, r)
@@ -371,8 +360,8 @@ func tooLarge(w http.ResponseWriter, r *http.Request, max int64) {
 	http.Error(w, fmt.Sprintf("413 Request Entity Too Large: the request body is larger than %d bytes", max), http.StatusRequestEntityTooLarge)
 }
 
-// serveOptionsStar answers "OPTIONS *" as net/http's server does by default (the listeners turn
-// that off so that every request passes the framing check): an empty 200, reading at most 4 KiB
+// serveOptionsStar answers "OPTIONS *" as net/http's server does by default (the h2 listeners turn
+// that off so that every request takes the same path): an empty 200, reading at most 4 KiB
 // of any body.
 func serveOptionsStar(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", "0")

@@ -11,12 +11,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/fleetgate/fleetgate/dataplane/proxy"
 )
 
 // acceptor owns an HTTP(S) port's socket. One goroutine accepts connections, no more than the
-// connection limit at once, and hands each to the port's current http.Server through a handoff
+// connection limit at once, and hands each to the port's current server through a handoff
 // listener. Replacing the server (new limits, another protocol) swaps the handoff: the socket stays
 // open, so no client is refused while the old server finishes its connections.
 //
@@ -25,10 +23,9 @@ import (
 // kernel's accept queue, and are served as soon as a connection closes; once that queue is full the
 // kernel drops further connection attempts and clients retry.
 //
-// Each connection is wrapped so that closing it frees its slot, and, for HTTP/1.x, so that the
-// proxy can check its requests' framing (proxy.GuardFraming). On Https ports the acceptor does the
-// TLS handshake itself (in a goroutine per connection, bounded by the read-header timeout), then
-// hands over h2 connections as they are and HTTP/1.1 ones guarded.
+// Each connection is wrapped so that closing it frees its slot. On Https ports the acceptor does
+// the TLS handshake itself (in a goroutine per connection, bounded by the read-header timeout), then
+// hands h2 connections to the server's HTTP/2 listener and the others to its HTTP/1 one.
 type acceptor struct {
 	ln   net.Listener
 	port int32
@@ -69,10 +66,10 @@ func (a *acceptor) setMax(n int) {
 
 // handoff makes a new handoff listener the current one, for a new server, and returns it with the
 // one it replaces (nil if none). tlsConfig is set on Https ports; handshakeTimeout bounds the TLS
-// handshake. guard: HTTP/1 connections are wrapped by proxy.GuardFraming (net/http serves them).
-func (a *acceptor) handoff(tlsConfig *tls.Config, handshakeTimeout time.Duration, guard bool) (cur, prev *handoff) {
+// handshake.
+func (a *acceptor) handoff(tlsConfig *tls.Config, handshakeTimeout time.Duration) (cur, prev *handoff) {
 	h := &handoff{a: a, conns: make(chan net.Conn), h2conns: make(chan net.Conn), closed: make(chan struct{}),
-		tls: tlsConfig, handshakeTimeout: handshakeTimeout, guard: guard}
+		tls: tlsConfig, handshakeTimeout: handshakeTimeout}
 	a.mu.Lock()
 	prev, a.cur = a.cur, h
 	a.mu.Unlock()
@@ -170,11 +167,7 @@ func (a *acceptor) dispatch(c net.Conn) {
 			}()
 			return
 		}
-		conn := net.Conn(c)
-		if h.guard {
-			conn = proxy.GuardFraming(c)
-		}
-		if h.deliver(conn, false) {
+		if h.deliver(c, false) {
 			return
 		}
 		// That server stopped taking connections: the connection is untouched. Give it to the
@@ -209,12 +202,7 @@ func (a *acceptor) handshake(c net.Conn, h *handoff) {
 		c.Close()
 		return
 	}
-	var conn net.Conn = tc
-	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
-	if !h2 && h.guard {
-		conn = proxy.GuardFraming(tc)
-	}
-	if !h.deliver(conn, h2) {
+	if !h.deliver(tc, tc.ConnectionState().NegotiatedProtocol == "h2") {
 		c.Close()
 	}
 }
@@ -252,7 +240,6 @@ type handoff struct {
 	once             sync.Once
 	tls              *tls.Config
 	handshakeTimeout time.Duration
-	guard            bool
 }
 
 // deliver hands c to the server (its h2 listener if h2); false if this handoff was closed (or

@@ -10,16 +10,16 @@ import (
 
 // Ambiguous request framing, sent with a raw socket to a real listener, is answered before
 // anything reaches the backend, and the connection is closed (the next request's start is not
-// known). Some cases net/http's server refuses by itself (400, or 501 for a transfer coding other
-// than chunked, as RFC 9112 6.1 and nginx have it); the others, which net/http would resolve
-// silently, the framing guard refuses with 400.
+// known). Some cases are refused as net/http's server refuses them (400, or 501 for a transfer
+// coding other than chunked, as RFC 9112 6.1 and nginx have it); the others, which net/http would
+// resolve silently, the gateway's HTTP/1 server (dataplane/http1) refuses with 400 and a reason.
 func TestAmbiguousFramingRefused(t *testing.T) {
 	const post = "POST /t HTTP/1.1\r\nHost: gw.test\r\n"
 	cases := []struct {
 		name   string
 		raw    string
 		status int
-		by     string // who refuses: "net/http" or "guard"
+		by     string // "net/http": refused as net/http does; "guard": refused where net/http would not be
 	}{
 		{"Content-Length then Transfer-Encoding", post + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "guard"},
 		{"Transfer-Encoding then Content-Length", post + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "guard"},

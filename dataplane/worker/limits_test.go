@@ -286,7 +286,7 @@ func TestLimitsChangeKeepsServing(t *testing.T) {
 	}
 }
 
-// Https listeners: HTTP/1.1 connections pass the framing guard and still count as TLS (the backend
+// Https listeners: HTTP/1.1 connections go to the gateway's HTTP/1 server and still count as TLS (the backend
 // is told https); h2 by ALPN is served as before.
 func TestHTTPSProtocols(t *testing.T) {
 	b := newBackend(t)

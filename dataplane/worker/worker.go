@@ -310,8 +310,7 @@ func (w *Worker) startServer(port int32, l *listener) {
 		tlsConfig = w.proxy.TLSConfig(port, l.spec.mode.http2)
 	}
 	mode := l.spec.mode
-	h2c := mode.http2 && !mode.https
-	view, _ := l.acc.handoff(tlsConfig, l.spec.limits.readHeaderTimeout, h2c)
+	view, _ := l.acc.handoff(tlsConfig, l.spec.limits.readHeaderTimeout)
 	s := &server{done: make(chan struct{})}
 	var wg sync.WaitGroup
 	serve := func(serve func() error) {
@@ -323,27 +322,28 @@ func (w *Worker) startServer(port int32, l *listener) {
 		})
 	}
 	h := w.proxy.Handler(port)
+	s.h1 = &http1.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.spec.limits.readHeaderTimeout,
+		IdleTimeout:       l.spec.limits.idleTimeout,
+		MaxHeaderBytes:    l.spec.limits.maxHeaderBytes,
+		ConnContext:       w.hooks.ConnContext,
+		ConnState:         w.connState,
+		Log:               w.log,
+	}
 	if mode.http2 {
 		s.h2 = newServer(h, l.spec, w.log)
 		s.h2.ConnContext, s.h2.ConnState = w.hooks.ConnContext, w.connState
-		if h2c {
-			serve(func() error { return s.h2.Serve(view) })
-		} else {
-			serve(func() error { return s.h2.Serve(view.H2()) })
+		serve(func() error { return s.h2.Serve(view.H2()) })
+		if !mode.https {
+			s.h1.H2C = func(c net.Conn) {
+				if !view.deliver(c, true) {
+					c.Close()
+				}
+			}
 		}
 	}
-	if !h2c {
-		s.h1 = &http1.Server{
-			Handler:           h,
-			ReadHeaderTimeout: l.spec.limits.readHeaderTimeout,
-			IdleTimeout:       l.spec.limits.idleTimeout,
-			MaxHeaderBytes:    l.spec.limits.maxHeaderBytes,
-			ConnContext:       w.hooks.ConnContext,
-			ConnState:         w.connState,
-			Log:               w.log,
-		}
-		serve(func() error { return s.h1.Serve(view) })
-	}
+	serve(func() error { return s.h1.Serve(view) })
 	l.srv = s
 	go func() {
 		wg.Wait()
