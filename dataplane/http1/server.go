@@ -23,6 +23,7 @@ package http1
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -32,6 +33,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -213,15 +215,43 @@ type conn struct {
 	// when the client has sent bytes of the next one already (pipelining).
 	x *exchange
 
-	first  [1]byte // the byte that woke an idle connection
+	// idleUntil is when the idle wait handed to a new goroutine ends (idleForever: never).
+	idleUntil   time.Time
+	idleForever bool
+
+	waiter *readWaiter // nil: wait by reading one byte, first
+	first  [1]byte     // the byte that woke an idle connection (no waiter)
 	prefix prefixReader
 }
 
 // serve runs the connection's request loop.
 func (c *conn) serve() {
-	hijacked := false
+	c.remote = c.rw.RemoteAddr().String()
+	c.waiter = newReadWaiter(c.rw)
+	if tc, ok := c.rw.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		st := tc.ConnectionState()
+		c.tls = &st
+	}
+	c.ctx = context.Background()
+	if c.s.ConnContext != nil {
+		c.ctx = c.s.ConnContext(c.ctx, c.rw)
+	}
+	c.base = new(http.Request).WithContext(c.ctx)
+	c.loop(0)
+}
+
+// idleHandOff is how long a connection's goroutine waits for the next request before it hands
+// the wait to a new goroutine and ends. Serving a request grows a goroutine's stack (to 8 KiB and
+// more), and an idle goroutine keeps it; the new one starts small, so a connection that stays idle
+// holds little memory, while a busy one never changes goroutine.
+const idleHandOff = time.Second
+
+// loop serves requests from the n-th on, until the connection closes, is hijacked or its wait is
+// handed to another goroutine.
+func (c *conn) loop(n int) {
+	keep := false // the connection lives on in another goroutine, or with a hijacker
 	defer func() {
-		if hijacked {
+		if keep {
 			return
 		}
 		if c.x != nil {
@@ -235,80 +265,115 @@ func (c *conn) serve() {
 			c.s.ConnState(c.rw, http.StateClosed)
 		}
 	}()
-	c.remote = c.rw.RemoteAddr().String()
-	if tc, ok := c.rw.(interface{ ConnectionState() tls.ConnectionState }); ok {
-		st := tc.ConnectionState()
-		c.tls = &st
-	}
-	c.ctx = context.Background()
-	if c.s.ConnContext != nil {
-		c.ctx = c.s.ConnContext(c.ctx, c.rw)
-	}
-	c.base = new(http.Request).WithContext(c.ctx)
-	for n := 0; ; n++ {
-		if !c.awaitRequest(n) {
+	for ; ; n++ {
+		switch c.awaitRequest(n) {
+		case awaitClose:
+			return
+		case awaitHandOff:
+			keep = true
+			go c.loop(n)
 			return
 		}
-		if n == 0 && c.s.H2C != nil && c.first[0] == 'P' && c.h2Preface() {
+		if n == 0 && c.s.H2C != nil && c.h2Preface() {
 			c.handOverH2C()
-			hijacked = true
+			keep = true
 			return
 		}
-		var keep bool
-		keep, hijacked = c.serveRequest()
-		if hijacked || !keep {
+		var more bool
+		more, keep = c.serveRequest()
+		if keep || !more {
 			return
 		}
 	}
 }
 
+type awaitResult uint8
+
+const (
+	awaitReady   awaitResult = iota // a request is coming: c.x is ready to read it
+	awaitClose                      // the connection is to close
+	awaitHandOff                    // idle for idleHandOff: continue the wait in a new goroutine
+)
+
 // awaitRequest waits for the first byte of the next request (the n-th on the connection) and
-// readies c.x to read it; false if the connection is to close instead.
-func (c *conn) awaitRequest(n int) bool {
+// readies c.x to read it.
+func (c *conn) awaitRequest(n int) awaitResult {
 	if c.x != nil && c.x.br.Buffered() > 0 {
 		// Pipelined: the next request is here already.
 		if c.s.ReadHeaderTimeout > 0 {
 			c.rw.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
 		}
-		return true
+		return awaitReady
 	}
 	if c.x != nil {
 		c.x.release()
 		c.x = nil
 	}
-	timeout := c.s.ReadHeaderTimeout
-	if n > 0 {
-		if !c.setState(http.StateIdle) {
-			return false
+	handOff := false
+	switch {
+	case n == 0:
+		if c.s.ReadHeaderTimeout > 0 {
+			c.rw.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
 		}
-		timeout = c.s.IdleTimeout
-	}
-	if timeout > 0 {
-		c.rw.SetReadDeadline(time.Now().Add(timeout))
+	case !c.idleUntil.IsZero() || c.idleForever:
+		// The wait handed over from the goroutine that served the last request.
+		c.rw.SetReadDeadline(c.idleUntil)
+		c.idleUntil, c.idleForever = time.Time{}, false
+	default:
+		if !c.setState(http.StateIdle) {
+			return awaitClose
+		}
+		now := time.Now()
+		wake := now.Add(idleHandOff)
+		if t := c.s.IdleTimeout; t > 0 && t <= idleHandOff {
+			wake = now.Add(t)
+		} else {
+			handOff = true
+			if t > 0 {
+				c.idleUntil = now.Add(t)
+			} else {
+				c.idleForever = true
+			}
+		}
+		c.rw.SetReadDeadline(wake)
 	}
 	// Wait with no buffer: an idle connection holds none.
-	if m, _ := c.rw.Read(c.first[:]); m == 0 {
-		return false
+	var err error
+	if c.waiter != nil {
+		err = c.waiter.wait()
+	} else if m, rerr := c.rw.Read(c.first[:]); m == 0 {
+		err = cmp.Or(rerr, io.EOF)
 	}
+	if err != nil {
+		if handOff && errors.Is(err, os.ErrDeadlineExceeded) && !c.s.shutting.Load() {
+			return awaitHandOff
+		}
+		return awaitClose
+	}
+	c.idleUntil, c.idleForever = time.Time{}, false
 	if !c.setState(http.StateActive) {
-		return false
+		return awaitClose
 	}
 	if n > 0 && c.s.ReadHeaderTimeout > 0 {
 		c.rw.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
-	} else if n > 0 && timeout > 0 {
+	} else if n > 0 {
 		c.rw.SetReadDeadline(time.Time{})
 	}
 	c.x = getExchange()
-	c.prefix = prefixReader{b: c.first[:1], r: c.rw}
-	c.x.br.Reset(&c.prefix)
+	if c.waiter != nil {
+		c.x.br.Reset(c.rw)
+	} else {
+		c.prefix = prefixReader{b: c.first[:1], r: c.rw}
+		c.x.br.Reset(&c.prefix)
+	}
 	c.x.bw.Reset(c.rw)
-	return true
+	return awaitReady
 }
 
 // h2Preface reports whether the connection opens with the HTTP/2 client preface.
 func (c *conn) h2Preface() bool {
 	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-	for _, n := range []int{len("PRI * HTTP/2.0"), len(preface)} {
+	for _, n := range []int{1, len("PRI * HTTP/2.0"), len(preface)} {
 		// Two steps, as net/http: an HTTP/1 request shorter than the preface is not waited on
 		// once its first bytes differ.
 		got, err := c.x.br.Peek(n)

@@ -35,6 +35,9 @@ func (cc *clientConn) pool(addr string, opts upstream.Options) *upstream.Pool {
 	if p == nil {
 		opts.MaxIdleConns = 1
 		p = upstream.NewPool(addr, opts)
+		if cc.pools == nil {
+			cc.pools = map[string]*upstream.Pool{}
+		}
 		cc.pools[addr] = p
 	}
 	return p
@@ -58,7 +61,7 @@ type ConnHooks struct {
 
 // ConnContext gives each client connection its own (lazily filled) set of backend connections.
 func (h *ConnHooks) ConnContext(ctx context.Context, c net.Conn) context.Context {
-	cc := &clientConn{pools: map[string]*upstream.Pool{}}
+	cc := &clientConn{} // pools made on first use: most connections never need one
 	h.conns.Store(c, cc)
 	return context.WithValue(ctx, clientConnKey{}, cc)
 }

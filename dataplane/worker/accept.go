@@ -309,6 +309,15 @@ func (c *countedConn) Close() error {
 	return err
 }
 
+// SyscallConn gives the socket underneath, so that the HTTP/1 server can wait for an idle
+// connection's next request without a buffer.
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
+
 // CloseWrite half-closes the connection (upgrade tunnels pass a client's half-close on).
 func (c *countedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
