@@ -215,14 +215,32 @@ func (x *exchange) parse() error {
 	}
 
 	r.Close = shouldClose(r.ProtoMinor, h["Connection"])
-	if e, ok := h["Expect"]; ok {
-		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") || r.ProtoMinor == 0 {
+	// As net/http's server: the first Expect field is looked at; "100-continue" is ignored in
+	// HTTP/1.0 (RFC 9110 10.1.1) and when there is no body, any other expectation gets a 417.
+	if e := h["Expect"]; len(e) > 0 {
+		if hasToken(e[0], "100-continue") {
+			x.expect = r.ProtoMinor >= 1 && r.ContentLength != 0
+		} else if e[0] != "" {
 			return &requestError{http.StatusExpectationFailed, "unsupported Expect"}
 		}
-		x.expect = true
 	}
 	return nil
 }
+
+// hasToken reports whether v has token, in any case, between spaces, tabs or commas (net/http's
+// test of Expect).
+func hasToken(v, token string) bool {
+	for i := 0; i+len(token) <= len(v); i++ {
+		if (i == 0 || isTokenBoundary(v[i-1])) &&
+			(i+len(token) == len(v) || isTokenBoundary(v[i+len(token)])) &&
+			strings.EqualFold(v[i:i+len(token)], token) {
+			return true
+		}
+	}
+	return false
+}
+
+func isTokenBoundary(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
 
 var chunkedOnly = []string{"chunked"}
 
@@ -235,14 +253,16 @@ func (x *exchange) parseTarget(target string) error {
 	}
 	if path, query, ok := plainOriginForm(target); ok {
 		// The common origin form, with nothing to unescape: no allocation.
-		x.url = url.URL{Path: path, RawQuery: query}
+		// A "?" with nothing after it is kept, as url.ParseRequestURI keeps it (ForceQuery).
+		x.url = url.URL{Path: path, RawQuery: query, ForceQuery: query == "" && len(path) < len(target)}
 		r.URL = &x.url
 		return nil
 	}
 	if r.Method == http.MethodConnect && target[0] != '/' {
-		// Authority form: host:port.
-		u, err := url.Parse("http://" + target)
-		if err != nil || u.Path != "" || u.Host == "" {
+		// Authority form: host:port, parsed as net/http parses it; a target with more than an
+		// authority (userinfo, path or query) is refused.
+		u, err := url.ParseRequestURI("http://" + target)
+		if err != nil || u.Host == "" || u.User != nil || u.Path != "" || u.RawQuery != "" || u.ForceQuery {
 			return badRequest("invalid CONNECT target")
 		}
 		x.url = url.URL{Host: u.Host}
@@ -333,13 +353,14 @@ func nextLine(s string) (line, rest string) {
 	return line, rest
 }
 
-// shouldClose reports whether the connection ends after this request: HTTP/1.1 unless
-// "Connection: close", HTTP/1.0 unless "Connection: keep-alive".
+// shouldClose reports whether the connection ends after this request: HTTP/1.1 if "Connection:
+// close", HTTP/1.0 unless "Connection: keep-alive" without "close", as net/http's shouldClose.
 func shouldClose(minor int, conn []string) bool {
+	closing := httpguts.HeaderValuesContainsToken(conn, "close")
 	if minor == 0 {
-		return !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+		return closing || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
 	}
-	return httpguts.HeaderValuesContainsToken(conn, "close")
+	return closing
 }
 
 // canonical reports whether a valid header name is in canonical form already.
