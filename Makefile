@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzMatchRewrite$$' -fuzztime=$(FUZZTIME) ./dataplane/route/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./dataplane/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzAffinityCookie$$' -fuzztime=$(FUZZTIME) ./dataplane/proxy/
+	$(GO) test -run='^$$' -fuzz='^FuzzResponseHead$$' -fuzztime=$(FUZZTIME) ./dataplane/upstream/
 	$(GO) test -run='^$$' -fuzz='^FuzzConnectStream$$' -fuzztime=$(FUZZTIME) ./agent/
 
 demo: build

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -54,6 +55,11 @@ type conn struct {
 	probeB [1]byte
 
 	scratch [32]byte // for formatting integers
+
+	// The response being read (readResponseHead): reused from one exchange to the next.
+	head []byte
+	resp http.Response
+	body respBody
 }
 
 func newConn(nc net.Conn, p *Pool) *conn {

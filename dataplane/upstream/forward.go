@@ -291,7 +291,7 @@ func (p *Pool) awaitContinue(ctx context.Context, c *conn, out *http.Request, ti
 // informational responses.
 func readHeader(c *conn, out *http.Request, want100, want101 bool) (*http.Response, error) {
 	for n := 0; ; n++ {
-		resp, err := http.ReadResponse(c.br, out)
+		resp, err := readResponseHead(c, out)
 		if err != nil {
 			return nil, err
 		}

@@ -34,7 +34,7 @@ func tokenListed(values []string, name string) bool {
 
 // copyResponseHeader copies the backend response header src into dst, leaving
 // out hop-by-hop headers and any header named in src's Connection header.
-// src is owned by the caller (it came from http.ReadResponse), so its value
+// src is owned by the caller (readResponseHead made it for this response), so its value
 // slices are shared rather than copied. If dst already has a key, the
 // backend's values are appended (as httputil.ReverseProxy does).
 func copyResponseHeader(dst, src http.Header) {
