@@ -8,6 +8,8 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // body is a request body: Content-Length bytes, or chunks and trailers, read from the exchange's
@@ -108,15 +110,17 @@ func (b *body) readTrailer() error {
 		if s == "" {
 			return nil
 		}
+		// Checked as header fields are: a handler may pass the trailer on.
 		name, value, ok := strings.Cut(s, ":")
-		if !ok || name == "" || name[0] == ' ' || name[0] == '\t' {
+		value = strings.Trim(value, " \t")
+		if !ok || !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
 			return errors.New("http1: malformed trailer line")
 		}
 		if r.Trailer == nil {
 			r.Trailer = http.Header{}
 		}
 		name = textproto.CanonicalMIMEHeaderKey(name)
-		r.Trailer[name] = append(r.Trailer[name], strings.Trim(value, " \t"))
+		r.Trailer[name] = append(r.Trailer[name], value)
 	}
 }
 

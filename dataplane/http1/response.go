@@ -92,15 +92,17 @@ func (w *response) Write(p []byte) (int, error) {
 		return 0, w.werr
 	}
 	if !w.headerOut {
-		if _, ok := w.header["Content-Length"]; !ok && w.req.Method != http.MethodHead {
-			if len(w.pending)+len(p) <= holdBack {
+		if _, ok := w.header["Content-Length"]; !ok && w.written+int64(len(p)) <= holdBack {
+			// Held back (for HEAD only counted, as it is not sent): a body that ends within
+			// holdBack gets a Content-Length.
+			if w.req.Method != http.MethodHead {
 				if w.pending == nil {
 					w.pending = w.c.x.hold[:0]
 				}
 				w.pending = append(w.pending, p...)
-				w.written += int64(len(p))
-				return len(p), nil
 			}
+			w.written += int64(len(p))
+			return len(p), nil
 		}
 		w.writeHeader(false)
 		if w.werr != nil {
@@ -126,8 +128,7 @@ func (w *response) writeBody(p []byte) (int, error) {
 	}
 	bw := w.c.x.bw
 	if w.chunked {
-		var b [16]byte
-		bw.Write(strconv.AppendInt(b[:0], int64(len(p)), 16))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16))
 		bw.WriteString("\r\n")
 	}
 	n, err := bw.Write(p)
@@ -164,10 +165,12 @@ func (w *response) writeHeader(final bool) {
 			delete(h, "Content-Length")
 		}
 		delete(h, "Transfer-Encoding")
+		// Trailers need chunks (as net/http: announced in Trailer, or set with TrailerPrefix).
+		trailers := final && w.hasTrailers()
 		switch {
-		case final && (!head || w.written > 0):
-			w.cl = int64(len(w.pending))
-		case final || head:
+		case final && !trailers && (!head || w.written > 0):
+			w.cl = w.written // all held back (HEAD: counted)
+		case final && !trailers || head:
 		case w.req.ProtoAtLeast(1, 1):
 			w.chunked = true
 		default:
@@ -178,6 +181,12 @@ func (w *response) writeHeader(final bool) {
 	if w.req.Close || w.c.s.shutting.Load() || httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
+	// As net/http, the response says the connection closes when what is left of the request body
+	// will not be read: the client waits for a "100 Continue" that was not sent (it will send no
+	// body once it has a response), or the body is larger than what is discarded.
+	if b := &w.c.x.body; b.unread() && (b.x.expect && !w.continued || !b.chunked && b.n > maxDiscard) {
+		w.closeAfter = true
+	}
 	bw.WriteString(statusLine(w.status))
 	w.writeFields(true)
 	if _, ok := h["Date"]; !ok {
@@ -186,9 +195,8 @@ func (w *response) writeHeader(final bool) {
 		bw.WriteString("\r\n")
 	}
 	if _, ok := h["Content-Length"]; !ok && w.cl >= 0 {
-		var b [20]byte
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(b[:0], w.cl, 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.cl, 10))
 		bw.WriteString("\r\n")
 	}
 	if w.chunked {
@@ -237,10 +245,10 @@ func (w *response) finish() {
 		w.WriteHeader(http.StatusOK)
 	}
 	bw := w.c.x.bw
-	switch {
-	case !w.headerOut:
+	if !w.headerOut {
 		w.writeHeader(true)
-	case w.chunked && w.werr == nil:
+	}
+	if w.chunked && w.werr == nil {
 		bw.WriteString("0\r\n")
 		w.writeTrailers()
 		bw.WriteString("\r\n")
@@ -251,6 +259,19 @@ func (w *response) finish() {
 	if w.werr == nil {
 		w.werr = bw.Flush()
 	}
+}
+
+// hasTrailers reports whether the handler announced or set trailer fields.
+func (w *response) hasTrailers() bool {
+	if len(w.header["Trailer"]) > 0 {
+		return true
+	}
+	for k := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // writeTrailers writes the trailer fields: those the Trailer header announced, and those set with
@@ -316,6 +337,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.hijacked = true
+	c.rw.SetReadDeadline(time.Time{})
 	c.x = nil // the buffers go with the connection
 	c.s.forget(c)
 	c.state.Store(int32(http.StateHijacked))

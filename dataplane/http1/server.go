@@ -61,7 +61,6 @@ type Server struct {
 	conns     map[*conn]struct{}
 	listeners map[net.Listener]struct{}
 	shutting  atomic.Bool
-	done      chan struct{} // closed once all connections are gone during Shutdown/Close
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
@@ -230,6 +229,17 @@ func (c *conn) serve() {
 	c.waiter = newReadWaiter(c.rw)
 	if tc, ok := c.rw.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		st := tc.ConnectionState()
+		if hc, ok := c.rw.(interface{ HandshakeContext(context.Context) error }); ok && !st.HandshakeComplete {
+			// From a TLS listener: the handshake first, as net/http does, so that Request.TLS
+			// is the negotiated state (if it fails, so does the first read, which closes).
+			if d := c.s.ReadHeaderTimeout; d > 0 {
+				c.rw.SetDeadline(time.Now().Add(d))
+			}
+			if hc.HandshakeContext(context.Background()) == nil {
+				st = tc.ConnectionState()
+			}
+			c.rw.SetDeadline(time.Time{})
+		}
 		c.tls = &st
 	}
 	c.ctx = context.Background()
@@ -341,6 +351,14 @@ func (c *conn) awaitRequest(n int) awaitResult {
 	var err error
 	if c.waiter != nil {
 		err = c.waiter.wait()
+		if err == nil {
+			// The poller wakes for a connection the client has closed too: that one closes from
+			// idle, as with net/http, without becoming active first. (This is the read the
+			// request head needs.)
+			c.x = getExchange()
+			c.x.br.Reset(c.rw)
+			_, err = c.x.br.Peek(1)
+		}
 	} else if m, rerr := c.rw.Read(c.first[:]); m == 0 {
 		err = cmp.Or(rerr, io.EOF)
 	}
@@ -359,10 +377,8 @@ func (c *conn) awaitRequest(n int) awaitResult {
 	} else if n > 0 {
 		c.rw.SetReadDeadline(time.Time{})
 	}
-	c.x = getExchange()
-	if c.waiter != nil {
-		c.x.br.Reset(c.rw)
-	} else {
+	if c.waiter == nil {
+		c.x = getExchange()
 		c.prefix = prefixReader{b: c.first[:1], r: c.rw}
 		c.x.br.Reset(&c.prefix)
 	}
@@ -442,7 +458,10 @@ func (c *conn) serveRequest() (keep, hijacked bool) {
 		}
 		return false, false
 	}
-	if c.s.ReadHeaderTimeout > 0 {
+	if c.s.ReadHeaderTimeout > 0 && (x.chunked || x.req.ContentLength > 0) {
+		// The body has no deadline, as in net/http. Without a body the head's deadline stays
+		// until the wait for the next request replaces it: nothing is read until then (Hijack
+		// clears it).
 		c.rw.SetReadDeadline(time.Time{})
 	}
 	x.setBody()
@@ -462,6 +481,10 @@ func (c *conn) serveRequest() (keep, hijacked bool) {
 		return false, false
 	}
 	if !x.body.drain() {
+		if x.body.err == nil {
+			// Too large to discard: the rest may still be on its way.
+			c.lingerClose()
+		}
 		return false, false
 	}
 	return true, false
