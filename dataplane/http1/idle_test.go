@@ -1,0 +1,54 @@
+package http1
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+)
+
+// A connection idle past idleHandOff is waited on by a new goroutine: it still serves its next
+// request, its states read as if nothing happened, its idle timeout still counts from the end of
+// the last response, and Shutdown still finds it idle.
+func TestIdleHandOff(t *testing.T) {
+	const idle = idleHandOff + 700*time.Millisecond
+	var log stateLog
+	s := &Server{Handler: echo, IdleTimeout: idle, ConnState: log.record}
+	r := start(t, s)
+
+	c := dial(t, r.addr)
+	c.do(get("/a"))
+	time.Sleep(idleHandOff + 200*time.Millisecond)
+	if _, body := c.do(get("/b")); body != "GET /b" {
+		t.Fatalf("after the hand-off: %q, want %q", body, "GET /b")
+	}
+	got := log.waitFor(t, c, http.StateIdle)
+	want := []http.ConnState{http.StateNew, http.StateActive, http.StateIdle, http.StateActive, http.StateIdle}
+	if !slices.Equal(got, want) {
+		t.Errorf("states %v, want %v", got, want)
+	}
+
+	// The idle timeout holds across the hand-off: closed after it, not at the hand-off.
+	c2 := dial(t, r.addr)
+	c2.do(get("/c"))
+	idleFrom := time.Now()
+	c2.expectClosed()
+	if waited := time.Since(idleFrom); waited < idle-100*time.Millisecond {
+		t.Errorf("closed after %v idle, want the idle timeout (%v)", waited, idle)
+	}
+
+	// Shutdown closes a handed-off idle connection at once.
+	c3 := dial(t, r.addr)
+	c3.do(get("/d"))
+	time.Sleep(idleHandOff + 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	c3.expectClosed()
+	if got := log.waitFor(t, c3, http.StateClosed); got[len(got)-2] != http.StateIdle {
+		t.Errorf("states %v, want Idle then Closed", got)
+	}
+}
