@@ -52,3 +52,23 @@ func TestIdleHandOff(t *testing.T) {
 		t.Errorf("states %v, want Idle then Closed", got)
 	}
 }
+
+// A client's "Connection: close" closes the connection after the response even when the handler
+// clears Request.Close (the proxy does, so as not to close its backend connection).
+func TestClientCloseKept(t *testing.T) {
+	r := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Close = false
+		w.Write([]byte("ok"))
+	})})
+	for _, req := range []string{
+		"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+	} {
+		c := dial(t, r.addr)
+		resp, body := c.do(req)
+		if body != "ok" || !resp.Close {
+			t.Errorf("%q: body %q, Close %v; want ok and Connection: close", req, body, resp.Close)
+		}
+		c.expectClosed()
+	}
+}

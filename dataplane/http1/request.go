@@ -215,6 +215,7 @@ func (x *exchange) parse() error {
 	}
 
 	r.Close = shouldClose(r.ProtoMinor, h["Connection"])
+	x.close = r.Close // the handler may change r.Close (a proxy does, for its own hop)
 	// As net/http's server: the first Expect field is looked at; "100-continue" is ignored in
 	// HTTP/1.0 (RFC 9110 10.1.1) and when there is no body, any other expectation gets a 417.
 	if e := h["Expect"]; len(e) > 0 {

@@ -178,7 +178,7 @@ func (w *response) writeHeader(final bool) {
 		}
 	}
 
-	if w.req.Close || w.c.s.shutting.Load() || httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
+	if w.c.x.close || w.c.s.shutting.Load() || httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
 	// As net/http, the response says the connection closes when what is left of the request body

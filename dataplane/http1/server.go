@@ -556,15 +556,21 @@ type exchange struct {
 	header  http.Header
 	chunked bool
 	expect  bool
+	close   bool // the client asked to close the connection after this request
 	body    body
 	resp    response
 	hold    [holdBack]byte
 }
 
+// writeBufSize is the response buffer of a request in flight. Buffers are held only while a
+// request is served, so it can be large: a response header and a 16 KiB body go out in one write
+// (with 4 KiB, in two).
+const writeBufSize = 32 << 10
+
 var exchanges = sync.Pool{New: func() any {
 	x := &exchange{
 		br:     bufio.NewReaderSize(nil, 4<<10),
-		bw:     bufio.NewWriterSize(nil, 4<<10),
+		bw:     bufio.NewWriterSize(nil, writeBufSize),
 		header: make(http.Header, 8),
 	}
 	x.resp.header = make(http.Header, 8)
@@ -596,7 +602,7 @@ func (x *exchange) reset(c *conn) {
 	clear(x.header)
 	clear(x.resp.header)
 	x.strs = x.strs[:0]
-	x.chunked, x.expect = false, false
+	x.chunked, x.expect, x.close = false, false, false
 	x.req = *c.base
 	x.req.Header = x.header
 	x.req.RemoteAddr = c.remote

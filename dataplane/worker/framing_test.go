@@ -145,6 +145,11 @@ func TestWellFramedRequestsPass(t *testing.T) {
 			c.SetDeadline(time.Now().Add(5 * time.Second))
 			resps, _ = exchange(t, c, "", 1)
 			must(t, resps[0].StatusCode == 200, "keep-alive connection: %d", resps[0].StatusCode)
+
+			// The client's "Connection: close" ends the connection after the response.
+			resps, _ = exchange(t, c, "GET /close HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n", 1)
+			must(t, resps[0].StatusCode == 200 && resps[0].Close, "Connection: close: %d, Close %v", resps[0].StatusCode, resps[0].Close)
+			must(t, closedByPeer(c, 5*time.Second), "connection left open after Connection: close")
 		})
 	}
 }
