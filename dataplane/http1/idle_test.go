@@ -2,8 +2,12 @@ package http1
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"os"
 	"slices"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -70,5 +74,37 @@ func TestClientCloseKept(t *testing.T) {
 			t.Errorf("%q: body %q, Close %v; want ok and Connection: close", req, body, resp.Close)
 		}
 		c.expectClosed()
+	}
+}
+
+// failingListener fails its first Accepts with err, then accepts from the real listener.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+	err   error
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, l.err
+	}
+	return l.Listener.Accept()
+}
+
+// Running out of descriptors pauses accepting; it does not end Serve.
+func TestAcceptRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &failingListener{Listener: ln, err: &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}}
+	fl.fails.Store(3)
+	r := startOn(t, &Server{Handler: echo}, fl, ln.Addr().String())
+	c := dial(t, r.addr)
+	if _, body := c.do(get("/after-emfile")); body != "GET /after-emfile" {
+		t.Fatalf("got %q", body)
+	}
+	if n := fl.fails.Load(); n >= 0 {
+		t.Fatalf("%d failures left, want all three returned to Serve", n+1)
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -67,7 +68,8 @@ type Server struct {
 var ErrServerClosed = http.ErrServerClosed
 
 // Serve accepts connections from l and serves each in its own goroutine, until l fails or the
-// server is shut down.
+// server is shut down. Running out of file descriptors (or a timeout) pauses accepting, 5 ms
+// doubling to 1 s, instead of ending it.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.shutting.Load() {
@@ -84,14 +86,26 @@ func (s *Server) Serve(l net.Listener) error {
 		delete(s.listeners, l)
 		s.mu.Unlock()
 	}()
+	var pause time.Duration
 	for {
 		rw, err := l.Accept()
 		if err != nil {
 			if s.shutting.Load() {
 				return ErrServerClosed
 			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors, or a passing failure: wait and accept again, as net/http does.
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				if s.Log != nil {
+					s.Log.Warn("accept failed; retrying", "err", err, "pause", pause)
+				}
+				time.Sleep(pause)
+				continue
+			}
 			return err
 		}
+		pause = 0
 		c := s.newConn(rw)
 		if c == nil {
 			return ErrServerClosed
