@@ -47,8 +47,9 @@
 // connections of its own that no other client connection uses. Nothing beyond
 // a separate Pool is needed for that: the caller creates one Pool per (client
 // connection, backend address), for example lazily in a per-connection value
-// installed by http.Server.ConnContext, and closes those Pools when the client
-// connection closes (http.Server.ConnState reporting StateClosed). A Pool
+// installed by the server's ConnContext (net/http's or dataplane/http1's), and
+// closes those Pools when the client connection closes (ConnState reporting
+// StateClosed). A Pool
 // never shares a connection with another Pool, and an HTTP/1.1 client
 // connection has at most one request in flight, so its Pool holds at most one
 // backend connection and reuses it for every request. MaxIdleConns of 1

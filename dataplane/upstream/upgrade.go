@@ -77,14 +77,15 @@ var tunnelBufPool = sync.Pool{New: func() any {
 //
 // Cancellation of ctx ends a running tunnel promptly (any blocked read or
 // write fails at once); this is how connection draining ends tunnels at its
-// deadline. Note that a hijacked connection is invisible to http.Server:
+// deadline. Note that a hijacked connection is invisible to the HTTP server
+// (net/http or dataplane/http1):
 // Shutdown neither waits for it nor cancels the request context, so the
 // context passed here should be one the drain logic can cancel. Pool.Close
 // does not end tunnels. There is no idle timeout on a tunnel.
 //
 // track, if not nil, is called with true just before the client connection is
 // hijacked (so that the connection is counted by the caller from the moment
-// http.Server stops counting it) and with false after both connections have
+// the server stops counting it) and with false after both connections have
 // been closed, exactly once each, in the calling goroutine. It is not called
 // at all if the backend did not switch protocols.
 func (p *Pool) Upgrade(ctx context.Context, w http.ResponseWriter, out *http.Request, upgrade string,

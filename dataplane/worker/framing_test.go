@@ -19,18 +19,18 @@ func TestAmbiguousFramingRefused(t *testing.T) {
 		name   string
 		raw    string
 		status int
-		by     string // "net/http": refused as net/http does; "guard": refused where net/http would not be
+		by     string // "net/http": refused as net/http does; "gateway": refused where net/http would not refuse
 	}{
-		{"Content-Length then Transfer-Encoding", post + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "guard"},
-		{"Transfer-Encoding then Content-Length", post + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "guard"},
-		{"CL.TE smuggling", post + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG", 400, "guard"},
-		{"TE.CL smuggling", post + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5c\r\nGPOST /t HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 15\r\n\r\nx=1\r\n0\r\n\r\n", 400, "guard"},
-		{"Content-Length with Transfer-Encoding in any case", post + "content-length: 5\r\ntRaNsFeR-eNcOdInG: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "guard"},
-		{"Transfer-Encoding folded onto the next line", post + "Transfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "guard"},
-		{"another field folded", post + "Content-Length: 5\r\nX-Folded: a\r\n\t b\r\n\r\nhello", 400, "guard"},
+		{"Content-Length then Transfer-Encoding", post + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "gateway"},
+		{"Transfer-Encoding then Content-Length", post + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "gateway"},
+		{"CL.TE smuggling", post + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG", 400, "gateway"},
+		{"TE.CL smuggling", post + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5c\r\nGPOST /t HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 15\r\n\r\nx=1\r\n0\r\n\r\n", 400, "gateway"},
+		{"Content-Length with Transfer-Encoding in any case", post + "content-length: 5\r\ntRaNsFeR-eNcOdInG: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "gateway"},
+		{"Transfer-Encoding folded onto the next line", post + "Transfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "gateway"},
+		{"another field folded", post + "Content-Length: 5\r\nX-Folded: a\r\n\t b\r\n\r\nhello", 400, "gateway"},
 		{"Content-Length folded into an invalid value", post + "Content-Length: 5\r\n\t 5\r\n\r\nhello", 400, "net/http"},
-		{"HTTP/1.0 with Transfer-Encoding", "POST /t HTTP/1.0\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "guard"},
-		{"HTTP/1.0 with Transfer-Encoding and Content-Length", "POST /t HTTP/1.0\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "guard"},
+		{"HTTP/1.0 with Transfer-Encoding", "POST /t HTTP/1.0\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "gateway"},
+		{"HTTP/1.0 with Transfer-Encoding and Content-Length", "POST /t HTTP/1.0\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, "gateway"},
 		{"duplicate Content-Length, different values", post + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, "net/http"},
 		{"Content-Length list", post + "Content-Length: 5, 6\r\n\r\nhello!", 400, "net/http"},
 		{"Content-Length list, same values", post + "Content-Length: 5, 5\r\n\r\nhello", 400, "net/http"},
@@ -58,8 +58,8 @@ func TestAmbiguousFramingRefused(t *testing.T) {
 					c := dial(t, port, protocol == "Https")
 					resps, bodies := exchange(t, c, tc.raw, 1)
 					must(t, resps[0].StatusCode == tc.status, "status %d %q, want %d (by %s)", resps[0].StatusCode, bodies[0], tc.status, tc.by)
-					if tc.by == "guard" {
-						must(t, strings.HasPrefix(bodies[0], "400 Bad Request: "), "body %q, want the guard's reason", bodies[0])
+					if tc.by == "gateway" {
+						must(t, strings.HasPrefix(bodies[0], "400 Bad Request: "), "body %q, want the gateway's reason", bodies[0])
 					}
 					must(t, closedByPeer(c, 5*time.Second), "connection left open after a refused request")
 					if got := b.requests()[before:]; len(got) != 0 {

@@ -71,9 +71,9 @@ type listener struct {
 }
 
 // server is the server of an HTTP(S) port, fed by a handoff listener of the port's acceptor:
-// HTTP/1.x connections go to h1, the data plane's own HTTP/1 server, except on a cleartext port
-// with HTTP/2 (h2c by prior knowledge), where net/http (h2) serves everything; h2 also serves the
-// connections that negotiated h2 on Https ports.
+// HTTP/1.x connections go to h1, the data plane's own HTTP/1 server; with HTTP/2 on, h2 (net/http)
+// serves the connections that negotiated h2 by ALPN on Https ports, and those that h1 finds
+// opening with the HTTP/2 preface on Http ports (h2c by prior knowledge).
 type server struct {
 	h1   *http1.Server
 	h2   *http.Server
@@ -105,7 +105,7 @@ func (s *server) shutdown(ctx context.Context) error {
 
 // portSpec is what a port's server is built from: a change needs a new server on the port.
 //
-// The limits that http.Server takes as fields (header size, read-header and idle timeouts) cannot
+// The limits that the servers take as fields (header size, read-header and idle timeouts) cannot
 // change while it serves, so a change of limits, like a change of protocol, starts a new server
 // on the same socket: new connections go to the new server at once, while the old one finishes the
 // connections it has (idle ones are closed right away, busy ones after their request, within the
@@ -430,10 +430,10 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// newServer is the net/http server of a listener with HTTP/2 (h2 by ALPN over TLS; h2c with
-// prior knowledge in the clear, where it serves HTTP/1.1 too), with the gateway's limits against
-// slow and oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the proxy like every
-// other request, so that it passes the framing check.
+// newServer is the net/http server of a listener's HTTP/2 connections (h2 by ALPN over TLS; h2c
+// by prior knowledge in the clear, handed over by the HTTP/1 server), with the gateway's limits
+// against slow and oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the
+// proxy, as with HTTP/1.
 func newServer(h http.Handler, spec portSpec, log *slog.Logger) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
