@@ -228,7 +228,7 @@ func (w *response) writeFields(header bool) {
 			bw.WriteString(k)
 			bw.WriteString(": ")
 			if strings.ContainsAny(v, "\r\n") {
-				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+				v = newlinesToSpaces.Replace(v)
 			}
 			bw.WriteString(v)
 			bw.WriteString("\r\n")
@@ -285,7 +285,7 @@ func (w *response) writeTrailers() {
 		for _, v := range vv {
 			bw.WriteString(k)
 			bw.WriteString(": ")
-			bw.WriteString(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
+			bw.WriteString(newlinesToSpaces.Replace(v))
 			bw.WriteString("\r\n")
 		}
 	}
@@ -352,6 +352,9 @@ func (w *response) SetReadDeadline(t time.Time) error { return w.c.rw.SetReadDea
 
 // SetWriteDeadline sets the connection's write deadline (for http.ResponseController).
 func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rw.SetWriteDeadline(t) }
+
+// newlinesToSpaces keeps a field value on its line, as net/http does.
+var newlinesToSpaces = strings.NewReplacer("\r", " ", "\n", " ")
 
 // bodyAllowed reports whether a response with this status may have a body.
 func bodyAllowed(status int) bool {
