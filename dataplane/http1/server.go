@@ -62,6 +62,7 @@ type Server struct {
 	conns     map[*conn]struct{}
 	listeners map[net.Listener]struct{}
 	shutting  atomic.Bool
+	idle      parker // connections idle past idleHandOff, held without a goroutine
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
@@ -152,6 +153,7 @@ func (s *Server) forget(c *conn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
 	s.closeListeners()
+	defer s.idle.close()
 	wait := time.Millisecond
 	for {
 		if s.closeIdle() {
@@ -171,10 +173,12 @@ func (s *Server) Close() error {
 	s.shutting.Store(true)
 	s.closeListeners()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for c := range s.conns {
+		c.resumeParked()
 		c.rw.Close()
 	}
+	s.mu.Unlock()
+	s.idle.close()
 	return nil
 }
 
@@ -200,6 +204,7 @@ func (s *Server) closeIdle() bool {
 			continue
 		}
 		if (st == http.StateIdle || st == http.StateNew) && c.state.CompareAndSwap(int32(st), int32(http.StateClosed)) {
+			c.resumeParked()
 			c.rw.Close()
 		}
 	}
@@ -222,7 +227,7 @@ type conn struct {
 	ctx     context.Context
 	remote  string
 	tls     *tls.ConnectionState // nil in the clear
-	base    *http.Request        // an empty request carrying ctx, copied for each request
+	base    *http.Request        // an empty request carrying ctx, copied for each request; nil while parked
 
 	// x is the request state, from the pool while a request is served; kept across requests only
 	// when the client has sent bytes of the next one already (pipelining).
@@ -235,6 +240,15 @@ type conn struct {
 	waiter *readWaiter // nil: wait by reading one byte, first
 	first  [1]byte     // the byte that woke an idle connection (no waiter)
 	prefix prefixReader
+	park   parkState // guarded by s.idle's mutex
+}
+
+// resumeParked gives a parked connection its goroutine back (before it is closed: its descriptor
+// leaves the parker's epoll set first).
+func (c *conn) resumeParked() {
+	if c.s.idle.unpark(c) {
+		go c.loop(c.park.n)
+	}
 }
 
 // serve runs the connection's request loop.
@@ -260,15 +274,15 @@ func (c *conn) serve() {
 	if c.s.ConnContext != nil {
 		c.ctx = c.s.ConnContext(c.ctx, c.rw)
 	}
-	c.base = new(http.Request).WithContext(c.ctx)
 	c.loop(0)
 }
 
 // idleHandOff is how long a connection's goroutine waits for the next request before it hands
-// the wait to a new goroutine and ends. Serving a request grows a goroutine's stack (to 8 KiB and
-// more), and an idle goroutine keeps it; the new one starts small, so a connection that stays idle
-// holds little memory, while a busy one never changes goroutine.
-const idleHandOff = time.Second
+// the wait to the server's parker (see parker) and ends: serving a request grows a goroutine's
+// stack (to 8 KiB and more), and an idle goroutine keeps it, while a parked connection holds no
+// goroutine at all. A busy connection never changes goroutine. Where a connection cannot be parked
+// (TLS, or no epoll), a new goroutine takes the wait: it starts with a smaller stack.
+const idleHandOff = 100 * time.Millisecond
 
 // loop serves requests from the n-th on, until the connection closes, is hijacked or its wait is
 // handed to another goroutine.
@@ -295,7 +309,9 @@ func (c *conn) loop(n int) {
 			return
 		case awaitHandOff:
 			keep = true
-			go c.loop(n)
+			if !c.s.idle.park(c, n) {
+				go c.loop(n)
+			}
 			return
 		}
 		if n == 0 && c.s.H2C != nil && c.h2Preface() {
@@ -557,6 +573,8 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 	return p.r.Read(b)
 }
 
+var emptyRequest = new(http.Request)
+
 // exchange is the state of one request being served: buffers, and the request and response
 // reused from one request to the next.
 type exchange struct {
@@ -617,6 +635,9 @@ func (x *exchange) reset(c *conn) {
 	clear(x.resp.header)
 	x.strs = x.strs[:0]
 	x.chunked, x.expect, x.close = false, false, false
+	if c.base == nil {
+		c.base = emptyRequest.WithContext(c.ctx)
+	}
 	x.req = *c.base
 	x.req.Header = x.header
 	x.req.RemoteAddr = c.remote
