@@ -9,6 +9,11 @@
 // connections, large configurations): the heap target is max(MinHeap, live x (1 + base/100)).
 // This is the "GC tuner" approach (a dynamic GOGC) rather than a memory limit, which would make
 // collections more frequent, not less, near the limit.
+//
+// The floor is paid in memory: up to MinHeap of garbage stays in the process between collections.
+// So when the process goes idle (it allocates less than IdleAlloc in an interval) after being busy,
+// the pacer collects and hands the free memory back to the OS, once, if there is enough of it to be
+// worth a collection: an idle worker's RSS is then its live heap, not the floor.
 package gcpace
 
 import (
@@ -22,6 +27,12 @@ import (
 // DefaultMinHeap is the heap size below which collections are not worth their cost.
 const DefaultMinHeap = 64 << 20
 
+// DefaultIdleAlloc is the allocation in one interval below which the process counts as idle.
+const DefaultIdleAlloc = 1 << 20
+
+// releaseMin is the least garbage and free memory worth an idle collection.
+const releaseMin = 4 << 20
+
 // runtimeMinHeap is the Go runtime's own smallest heap goal at GOGC=100: at GOGC=g a collection
 // never starts below runtimeMinHeap x g/100, whatever the live heap. GOGC is capped so that this
 // does not pass the floor.
@@ -33,17 +44,38 @@ type Pacer struct {
 	MinHeap uint64
 	// Base is the GOGC used once the live heap is large (the process's GOGC when started).
 	Base int
+	// IdleAlloc is the allocation in one Update interval below which the process is idle
+	// (0: never idle, nothing is released).
+	IdleAlloc uint64
+	// Releases counts the idle collections that handed memory back to the OS.
+	Releases int
 
-	sample []metrics.Sample
-	last   int
+	sample   []metrics.Sample
+	last     int
+	allocs   uint64 // cumulative allocation at the last Update
+	released bool   // idle since the last release
 }
+
+const (
+	sampleLive = iota
+	sampleAllocs
+	sampleObjects
+	sampleUnused
+	sampleFree
+)
 
 // New returns a pacer with the given floor and the process's current GOGC as its base.
 func New(minHeap uint64) *Pacer {
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
-	return &Pacer{MinHeap: minHeap, Base: base, last: base,
-		sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	return &Pacer{MinHeap: minHeap, Base: base, last: base, IdleAlloc: DefaultIdleAlloc,
+		sample: []metrics.Sample{
+			sampleLive:    {Name: "/gc/heap/live:bytes"},
+			sampleAllocs:  {Name: "/gc/heap/allocs:bytes"},
+			sampleObjects: {Name: "/memory/classes/heap/objects:bytes"},
+			sampleUnused:  {Name: "/memory/classes/heap/unused:bytes"},
+			sampleFree:    {Name: "/memory/classes/heap/free:bytes"},
+		}}
 }
 
 // Percent is the GOGC that makes the heap target max(MinHeap, live x (1 + Base/100)).
@@ -59,13 +91,12 @@ func (p *Pacer) Percent(live uint64) int {
 	return int(max(min(want, limit), float64(p.Base)))
 }
 
-// Update reads the live heap and sets GOGC; it returns the value set.
+// Update reads the live heap and sets GOGC, and releases memory if the process has gone idle; it
+// returns the GOGC set.
 func (p *Pacer) Update() int {
 	metrics.Read(p.sample)
-	var live uint64
-	if p.sample[0].Value.Kind() == metrics.KindUint64 {
-		live = p.sample[0].Value.Uint64()
-	}
+	live := p.read(sampleLive)
+	p.releaseIfIdle(live)
 	pct := p.Percent(live)
 	// Only a real change is worth it: SetGCPercent stops the world briefly.
 	if pct != p.last && (pct < p.last*9/10 || pct > p.last*11/10 || pct == p.Base) {
@@ -73,6 +104,39 @@ func (p *Pacer) Update() int {
 		p.last = pct
 	}
 	return p.last
+}
+
+func (p *Pacer) read(i int) uint64 {
+	if p.sample[i].Value.Kind() == metrics.KindUint64 {
+		return p.sample[i].Value.Uint64()
+	}
+	return 0
+}
+
+// releaseIfIdle collects and returns free memory to the OS the first time an interval allocates
+// less than IdleAlloc, if garbage and free pages beyond the live heap are worth it.
+func (p *Pacer) releaseIfIdle(live uint64) {
+	allocs := p.read(sampleAllocs)
+	delta := allocs - p.allocs
+	first := p.allocs == 0
+	p.allocs = allocs
+	if p.IdleAlloc == 0 || first {
+		return
+	}
+	if delta >= p.IdleAlloc {
+		p.released = false
+		return
+	}
+	if p.released {
+		return
+	}
+	p.released = true
+	held := p.read(sampleObjects) + p.read(sampleUnused) + p.read(sampleFree)
+	if held < live+releaseMin {
+		return
+	}
+	debug.FreeOSMemory()
+	p.Releases++
 }
 
 // Run updates GOGC every interval until ctx ends, then restores the base.

@@ -3,6 +3,7 @@ package gcpace
 import (
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
 )
 
@@ -51,4 +52,58 @@ func TestUpdateSetsGOGC(t *testing.T) {
 		t.Errorf("live heap past the floor: GOGC %d, want the base %d", got, p.Base)
 	}
 	runtime.KeepAlive(keep)
+}
+
+var sink []byte
+
+// TestReleaseWhenIdle runs the pacer against the real runtime: after a busy interval, the first
+// idle one collects and hands the garbage back to the OS, once; the next busy spell arms it again.
+func TestReleaseWhenIdle(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	p := New(256 << 20)
+	held := func() uint64 {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64() + s[1].Value.Uint64()
+	}
+	busy := func() {
+		for range 64 {
+			sink = make([]byte, 1<<20) // 64 MiB of garbage, under the 256 MiB floor
+		}
+		sink = nil
+	}
+	p.Update() // the first reading
+	busy()
+	p.Update()
+	if p.Releases != 0 {
+		t.Fatalf("busy interval: %d releases, want 0", p.Releases)
+	}
+	before := held()
+	p.Update()
+	if p.Releases != 1 {
+		t.Fatalf("first idle interval: %d releases, want 1", p.Releases)
+	}
+	if after := held(); after+32<<20 > before {
+		t.Errorf("heap held %d MiB before the release, %d MiB after: want 32 MiB or more handed back", before>>20, after>>20)
+	}
+	p.Update()
+	if p.Releases != 1 {
+		t.Errorf("still idle: %d releases, want 1 (one per idle spell)", p.Releases)
+	}
+	busy()
+	p.Update()
+	p.Update()
+	if p.Releases != 2 {
+		t.Errorf("idle again after a busy interval: %d releases, want 2", p.Releases)
+	}
+
+	off := New(256 << 20)
+	off.IdleAlloc = 0
+	off.Update()
+	busy()
+	off.Update()
+	off.Update()
+	if off.Releases != 0 {
+		t.Errorf("IdleAlloc 0: %d releases, want none", off.Releases)
+	}
 }
