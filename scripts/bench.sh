@@ -58,6 +58,7 @@
 #              (default 2); if still noisy it is kept and flagged ⚠ in the report
 #   PROXY_CPU / LOAD_CPU   cores (default 0 / 1)
 #   SKIP_BUILD=1  use the binaries already in bin/ (make bench has just built them)
+#   FLEETGATE_FLAGS  more flags for the data-plane worker, e.g. "--pprof-address 127.0.0.1:16060"
 #   OUT=FILE   also write the markdown report to FILE
 #   NET        the loopback /24 every address is in (default 127.0.0: 127.0.0.1 origin, .2 Fleetgate,
 #              .3 nginx, .4 HAProxy, .5 Caddy, .6 Go ReverseProxy, .7 second origin address, .101-.104
@@ -107,6 +108,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT=${OUT:-}
 NET=${NET:-127.0.0}
+FLEETGATE_FLAGS=${FLEETGATE_FLAGS:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -676,7 +678,7 @@ start_fleetgate() {
 	log "applied gateway 'bench': $out"
 	local pid
 	start dataplane "$PROXY_CPU" GOMAXPROCS=1 -- "$BIN/dataplane" --insecure --controlplane "$CP_ADDR" --gateway bench \
-		--id dp-bench --bind-address "${a%:*}" --state-dir "$d/dp" --shutdown-grace 1s
+		--id dp-bench --bind-address "${a%:*}" --state-dir "$d/dp" --shutdown-grace 1s $FLEETGATE_FLAGS
 	pid=$STARTED_PID
 	wait_http dataplane "$pid" "http://$a/64" 30
 	TPID[fleetgate]=$pid

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -46,6 +47,7 @@ func run() int {
 	stateDir := fs.String("state-dir", "", "directory keeping the last good config (empty: none kept)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long in-flight requests may take to finish on shutdown")
 	adminAddr := fs.String("admin-address", "", "address of the admin endpoint: /healthz, /readyz, /metrics (empty: off)")
+	pprofAddr := fs.String("pprof-address", "", "address serving Go's net/http/pprof profiles at /debug/pprof/ (empty: off); unauthenticated: loopback only")
 	accessLog := fs.Bool("access-log", false, "log one line per request (Azure's access log fields)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -125,6 +127,23 @@ func run() int {
 		go func() { _ = adminSrv.Serve(lis) }()
 		defer adminSrv.Close()
 		log.Info("admin endpoint", "address", lis.Addr().String())
+	}
+	if *pprofAddr != "" {
+		lis, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			log.Error("pprof endpoint", "err", err)
+			return exitError
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		psrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = psrv.Serve(lis) }()
+		defer psrv.Close()
+		log.Info("pprof endpoint", "address", lis.Addr().String())
 	}
 	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
