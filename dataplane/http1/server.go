@@ -62,7 +62,8 @@ type Server struct {
 	conns     map[*conn]struct{}
 	listeners map[net.Listener]struct{}
 	shutting  atomic.Bool
-	idle      parker // connections idle past idleHandOff, held without a goroutine
+	idle      parker        // connections idle past idleHandOff, held without a goroutine
+	handOff   time.Duration // idleHandOff if 0 (benchmarks set it to park after every request)
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
@@ -364,8 +365,9 @@ func (c *conn) awaitRequest(n int) awaitResult {
 			return awaitClose
 		}
 		now := time.Now()
-		wake := now.Add(idleHandOff)
-		if t := c.s.IdleTimeout; t > 0 && t <= idleHandOff {
+		handOffAfter := cmp.Or(c.s.handOff, idleHandOff)
+		wake := now.Add(handOffAfter)
+		if t := c.s.IdleTimeout; t > 0 && t <= handOffAfter {
 			wake = now.Add(t)
 		} else {
 			handOff = true

@@ -918,6 +918,21 @@ func BenchmarkServer(b *testing.B) {
 			b.Fatalf("%.2f allocations per request, budget %d", allocs, allocBudget)
 		}
 	})
+	// Every request on a parked connection: the wait handed to the parker after each response
+	// (at once, rather than after idleHandOff) and a new goroutine for the next request.
+	b.Run("http1-parked", func(b *testing.B) {
+		if runtime.GOOS != "linux" {
+			b.Skip("idle connections are parked on Linux only")
+		}
+		s := &Server{Handler: handler, handOff: time.Nanosecond}
+		r := start(b, s)
+		benchRequests(b, r.addr)
+		for deadline := time.Now().Add(ioTimeout); s.idle.parked() != 1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d connections parked after the last response, want 1", s.idle.parked())
+			}
+		}
+	})
 	b.Run("net-http", func(b *testing.B) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
