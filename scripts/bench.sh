@@ -1125,7 +1125,7 @@ memory_report() {
 	done
 	echo
 	echo "- RSS: the sum over the proxy's processes (nginx's master and worker count their shared pages twice); PSS counts a page shared by N processes 1/N in each, so its sum is the proxy's own footprint."
-	echo "- net/http servers (Caddy, the ReverseProxy) keep, per idle connection, a goroutine with its stack and the connection's read and write buffers; nginx and HAProxy keep a small connection structure and release the buffers of an idle keep-alive connection. Fleetgate does as they do: after 100 ms idle a plain-HTTP connection waits in an epoll set of its server's with no goroutine and no buffer (\\`dataplane/http1\\`'s parker), and an idle worker hands its garbage back to the OS (\\`dataplane/gcpace\\`)."
+	echo "- net/http servers (Caddy, the ReverseProxy) keep, per idle connection, a goroutine with its stack and the connection's read and write buffers; nginx and HAProxy keep a small connection structure and release the buffers of an idle keep-alive connection. Fleetgate does as they do: after 100 ms idle a plain-HTTP connection waits in an epoll set of its server's with no goroutine and no buffer (\`dataplane/http1\`'s parker), and an idle worker hands its garbage back to the OS (\`dataplane/gcpace\`)."
 	[[ -n $HAPROXY_NOTE ]] && echo "- $HAPROXY_NOTE"
 	[[ -n $MEM_NOTE ]] && echo "- ⚠ $MEM_NOTE"
 	return 0
