@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -40,6 +41,8 @@ type parkSlot struct {
 
 // parkState is a connection's part in its server's parker, guarded by the parker's mutex.
 type parkState struct {
+	sock    syscall.RawConn // the socket, under TLS too; nil if there is none
+	looked  bool            // sock has been looked up
 	parked  bool
 	armed   bool // the descriptor is in the epoll set (armed or fired)
 	slot    int32
@@ -49,15 +52,16 @@ type parkState struct {
 }
 
 // park hands c's wait for its n-th request to the parker; false if it cannot take it (a
-// connection without a descriptor of its own, such as TLS, or a server closing): the caller then
-// waits in a goroutine.
+// connection without a socket of its own, or a server closing): the caller then waits in a
+// goroutine.
+//
+// The caller's wait ended without a byte of the next request read: for TLS, a read that timed out,
+// so the TLS connection holds no complete record (a partial one waits for the rest of it, which
+// the socket then reports).
 func (p *parker) park(c *conn, n int) bool {
-	if c.waiter == nil {
-		return false
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || c.s.shutting.Load() {
+	if p.closed || c.s.shutting.Load() || !c.park.lookUpSocket(c.rw) {
 		return false
 	}
 	if p.ep == nil {
@@ -97,7 +101,7 @@ func (p *parker) park(c *conn, n int) bool {
 func (p *parker) ctl(c *conn, ev *syscall.EpollEvent) error {
 	ep := p.epfd
 	var err error
-	cerr := c.waiter.rc.Control(func(fd uintptr) {
+	cerr := c.park.sock.Control(func(fd uintptr) {
 		if c.park.armed {
 			err = syscall.EpollCtl(ep, syscall.EPOLL_CTL_MOD, int(fd), ev)
 			if err == nil {
@@ -198,7 +202,7 @@ func (p *parker) unpark(c *conn) bool {
 		return false
 	}
 	p.release(c)
-	c.waiter.rc.Control(func(fd uintptr) {
+	c.park.sock.Control(func(fd uintptr) {
 		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 	})
 	c.park.armed = false
@@ -267,5 +271,31 @@ func (p *parker) close() {
 	if ep != nil {
 		ep.Close()
 		<-done
+	}
+}
+
+// lookUpSocket finds the socket under rw (under a TLS connection, its network connection's) once,
+// and reports whether there is one.
+func (ps *parkState) lookUpSocket(rw net.Conn) bool {
+	if !ps.looked {
+		ps.sock, ps.looked = socketOf(rw), true
+	}
+	return ps.sock != nil
+}
+
+func socketOf(c net.Conn) syscall.RawConn {
+	for {
+		switch x := c.(type) {
+		case syscall.Conn:
+			rc, err := x.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return rc
+		case interface{ NetConn() net.Conn }: // *tls.Conn
+			c = x.NetConn()
+		default:
+			return nil
+		}
 	}
 }

@@ -1,11 +1,15 @@
 package http1
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -135,5 +139,106 @@ func TestParkedShutdownAndClose(t *testing.T) {
 				t.Error("a stopped server parked a connection")
 			}
 		})
+	}
+}
+
+// splitConn delays the rest of its next write after the first k bytes, once armed.
+type splitConn struct {
+	net.Conn
+	k     atomic.Int32
+	delay time.Duration
+}
+
+func (c *splitConn) Write(b []byte) (int, error) {
+	k := int(c.k.Swap(0))
+	if k <= 0 || k >= len(b) {
+		return c.Conn.Write(b)
+	}
+	n, err := c.Conn.Write(b[:k])
+	if err != nil {
+		return n, err
+	}
+	time.Sleep(c.delay)
+	m, err := c.Conn.Write(b[k:])
+	return n + m, err
+}
+
+// TLS connections are parked too, once a read of the next request has timed out: the TLS
+// connection then holds no complete record. A record split across the hand-off (part of it read
+// into the TLS connection's buffer before it parks, the rest sent after) still completes.
+func TestParkedTLS(t *testing.T) {
+	cert, pool := testCert(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log stateLog
+	s := &Server{Handler: echo, ConnState: log.record}
+	r := startOn(t, s, tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}}), l.Addr().String())
+
+	raw, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	split := &splitConn{Conn: raw, delay: idleHandOff + 300*time.Millisecond}
+	tc := tls.Client(split, &tls.Config{RootCAs: pool, ServerName: "example.test"})
+	tc.SetDeadline(time.Now().Add(ioTimeout))
+	t.Cleanup(func() { tc.Close() })
+	c := &client{t: t, c: tc, br: bufio.NewReader(tc)}
+
+	if _, body := c.do(get("/a")); body != "GET /a" {
+		t.Fatalf("first request: %q", body)
+	}
+	waitParked(t, s, 1)
+	if _, body := c.do(get("/b")); body != "GET /b" {
+		t.Fatalf("after parking: %q", body)
+	}
+
+	// Five bytes of the next record's header now, the rest after the hand-off.
+	waitParked(t, s, 1)
+	split.k.Store(5)
+	done := make(chan string, 1)
+	go func() {
+		_, body := c.do(get("/c"))
+		done <- body
+	}()
+	time.Sleep(idleHandOff + 100*time.Millisecond)
+	if got := s.idle.parked(); got != 1 {
+		t.Errorf("%d connections parked with part of a record read, want 1", got)
+	}
+	select {
+	case body := <-done:
+		if body != "GET /c" {
+			t.Errorf("record split across the hand-off: %q", body)
+		}
+	case <-time.After(ioTimeout):
+		t.Fatal("no answer to a record split across the hand-off")
+	}
+	want := []http.ConnState{http.StateNew, http.StateActive, http.StateIdle, http.StateActive, http.StateIdle, http.StateActive, http.StateIdle}
+	if got := log.waitFor(t, c, http.StateIdle); !slices.Equal(got, want) {
+		t.Errorf("states %v, want %v", got, want)
+	}
+}
+
+// Where the parker cannot take a connection, a new goroutine takes the wait once and keeps it until
+// the idle timeout (no hand-off every idleHandOff).
+func TestHandOffWithoutParker(t *testing.T) {
+	const idle = idleHandOff + 500*time.Millisecond
+	s := &Server{Handler: echo, IdleTimeout: idle}
+	s.idle.closed = true // as when epoll is not to be had
+	r := start(t, s)
+	c := dial(t, r.addr)
+	c.do(get("/a"))
+	time.Sleep(idleHandOff + 100*time.Millisecond)
+	if _, body := c.do(get("/b")); body != "GET /b" {
+		t.Fatalf("after the hand-off: %q", body)
+	}
+	from := time.Now()
+	c.expectClosed()
+	if waited := time.Since(from); waited < idle-50*time.Millisecond {
+		t.Errorf("closed after %v idle, want the idle timeout (%v)", waited, idle)
+	}
+	if s.idle.parked() != 0 || s.idle.ep != nil {
+		t.Error("the closed parker took a connection")
 	}
 }

@@ -242,6 +242,8 @@ type conn struct {
 	first  [1]byte     // the byte that woke an idle connection (no waiter)
 	prefix prefixReader
 	park   parkState // guarded by s.idle's mutex
+
+	parkRefused bool // the parker did not take the connection: no hand-off again
 }
 
 // resumeParked gives a parked connection its goroutine back (before it is closed: its descriptor
@@ -311,6 +313,7 @@ func (c *conn) loop(n int) {
 		case awaitHandOff:
 			keep = true
 			if !c.s.idle.park(c, n) {
+				c.parkRefused = true // the new goroutine waits until the idle timeout
 				go c.loop(n)
 			}
 			return
@@ -351,21 +354,27 @@ func (c *conn) awaitRequest(n int) awaitResult {
 		c.x = nil
 	}
 	handOff := false
+	handOffAfter := cmp.Or(c.s.handOff, idleHandOff)
 	switch {
 	case n == 0:
 		if c.s.ReadHeaderTimeout > 0 {
 			c.rw.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
 		}
 	case !c.idleUntil.IsZero() || c.idleForever:
-		// The wait handed over from the goroutine that served the last request.
-		c.rw.SetReadDeadline(c.idleUntil)
-		c.idleUntil, c.idleForever = time.Time{}, false
+		// The wait handed over by the goroutine that served the last request, or resumed by the
+		// parker: that one takes it again if the wake brought no request (part of a TLS record).
+		dl := c.idleUntil
+		if !c.parkRefused {
+			if wake := time.Now().Add(handOffAfter); c.idleForever || wake.Before(dl) {
+				dl, handOff = wake, true
+			}
+		}
+		c.rw.SetReadDeadline(dl)
 	default:
 		if !c.setState(http.StateIdle) {
 			return awaitClose
 		}
 		now := time.Now()
-		handOffAfter := cmp.Or(c.s.handOff, idleHandOff)
 		wake := now.Add(handOffAfter)
 		if t := c.s.IdleTimeout; t > 0 && t <= handOffAfter {
 			wake = now.Add(t)
