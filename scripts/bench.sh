@@ -16,7 +16,8 @@
 # Benchmarks (BENCH, comma- or space-separated, default all, in this order):
 #   basic      a Basic rule to one origin, HTTP/1.1 keep-alive (wrk): every target in TARGETS
 #   memory     each proxy's RSS (and PSS) idle after start, then holding MEM_CONNS idle keep-alive client
-#              connections, each after one request (scripts/bench/holdconns): every proxy in TARGETS
+#              connections, each after one request (scripts/bench/holdconns): every proxy in TARGETS;
+#              with https selected too, again over HTTPS for nginx, HAProxy and Fleetgate
 #   affinity   cookie affinity, a returning client: the pool has two servers (the origin on NET.1
 #              and NET.7) and every request carries the affinity cookie the proxy issued.
 #              Fleetgate cookieBasedAffinity Enabled (an HMAC cookie checked per request); HAProxy
@@ -896,36 +897,44 @@ summarize() {
 }
 
 # ---- memory ----
+# Results are keyed by target, and by target/tls for the HTTPS pass.
 declare -A RSS_BEFORE=() RSS_HELD=() RSS_AFTER=() PSS_BEFORE=() PSS_HELD=() MEM_FAIL=()
 HOLD_PID=
+# MEM_TLS_PROXIES: the proxies whose HTTPS listener the memory benchmark also fills (with https).
+MEM_TLS_PROXIES=()
+if selected memory && need_tls; then
+	for t in "${PROXIES[@]}"; do [[ $t == nginx || $t == haproxy || $t == fleetgate ]] && MEM_TLS_PROXIES+=("$t"); done
+fi
 if selected memory && ((${#PROXIES[@]})); then
 	log "memory: RSS idle, then holding $MEM_CONNS idle keep-alive connections (sources $MEM_SOURCES)"
-	for t in "${PROXIES[@]}"; do
+	for k in "${PROXIES[@]}" "${MEM_TLS_PROXIES[@]/%//tls}"; do
+		t=${k%/tls} hold_addr=${ADDR[${k%/tls}]} hold_tls=
+		[[ $k == */tls ]] && hold_addr=$(ip_of "$t"):$TLS_PORT hold_tls=--tls
 		wait_idle >/dev/null
-		pid=${TPID[$t]} f=$RES/memory.$t.out
-		RSS_BEFORE[$t]=$(rss_kib "$pid") PSS_BEFORE[$t]=$(pss_kib "$pid")
-		taskset -c "$LOAD_CPU" "$TMP/bin/holdconns" --addr "${ADDR[$t]}" --n "$MEM_CONNS" --path /64 \
+		pid=${TPID[$t]} f=$RES/memory.${k/\//-}.out
+		RSS_BEFORE[$k]=$(rss_kib "$pid") PSS_BEFORE[$k]=$(pss_kib "$pid")
+		taskset -c "$LOAD_CPU" "$TMP/bin/holdconns" --addr "$hold_addr" $hold_tls --n "$MEM_CONNS" --path /64 \
 			--src "$MEM_SOURCES" >"$f" 2>&1 </dev/null &
 		HOLD_PID=$!
 		deadline=$((SECONDS + 90))
 		until grep -q '^ready' "$f"; do
 			if ! kill -0 "$HOLD_PID" 2>/dev/null || ((SECONDS >= deadline)); then
-				MEM_FAIL[$t]=$(tail -n 1 "$f")
+				MEM_FAIL[$k]=$(tail -n 1 "$f")
 				break
 			fi
 			sleep 0.2
 		done
-		if [[ -z ${MEM_FAIL[$t]:-} ]]; then
+		if [[ -z ${MEM_FAIL[$k]:-} ]]; then
 			sleep "$MEM_SETTLE"
-			RSS_HELD[$t]=$(rss_kib "$pid") PSS_HELD[$t]=$(pss_kib "$pid")
+			RSS_HELD[$k]=$(rss_kib "$pid") PSS_HELD[$k]=$(pss_kib "$pid")
 		fi
 		kill -TERM "$HOLD_PID" 2>/dev/null || true
 		wait "$HOLD_PID" 2>/dev/null || true
 		HOLD_PID=
 		sleep 1
-		RSS_AFTER[$t]=$(rss_kib "$pid")
-		log "memory: $(printf '%-10s idle %6d KiB   with %d conns %6s KiB   after %6d KiB  %s' "$t" "${RSS_BEFORE[$t]}" \
-			"$MEM_CONNS" "${RSS_HELD[$t]:-?}" "${RSS_AFTER[$t]}" "$(head -n 1 "$f")")"
+		RSS_AFTER[$k]=$(rss_kib "$pid")
+		log "memory: $(printf '%-14s idle %6d KiB   with %d conns %6s KiB   after %6d KiB  %s' "$k" "${RSS_BEFORE[$k]}" \
+			"$MEM_CONNS" "${RSS_HELD[$k]:-?}" "${RSS_AFTER[$k]}" "$(head -n 1 "$f")")"
 	done
 fi
 
@@ -1105,30 +1114,42 @@ case_report() {
 }
 
 memory_report() {
-	local t fg_held fg_idle per pss
 	echo
 	echo "### Memory: RSS idle and holding $MEM_CONNS idle keep-alive client connections"
 	echo
 	echo "Each connection made one \`GET /64\` on the basic listener (\`scripts/bench/holdconns\`, sources $MEM_SOURCES), then idles; memory read ${MEM_SETTLE}s after the last answer. Every proxy is configured for $MAXCONN connections (nginx \`worker_connections\`, HAProxy \`maxconn\`, Fleetgate \`maxConnectionsPerListener\`) and holds the listeners of every benchmark of this run; idle: after start and the checks (a few requests), before any load."
-	echo
-	echo "| target | idle RSS | RSS with $MEM_CONNS conns | growth | per connection | after closing them | PSS idle / with conns | Fleetgate ratio idle / with conns |"
-	echo "|---|---|---|---|---|---|---|---|"
-	fg_idle=${RSS_BEFORE[fleetgate]:-} fg_held=${RSS_HELD[fleetgate]:-}
-	for t in "${PROXIES[@]}"; do
-		pss="${PSS_BEFORE[$t]:+$(fmt_mib "${PSS_BEFORE[$t]}")} / ${PSS_HELD[$t]:+$(fmt_mib "${PSS_HELD[$t]}")}"
-		if [[ -n ${MEM_FAIL[$t]:-} ]]; then
-			echo "| ${LABEL[$t]} ⚠ | $(fmt_mib "${RSS_BEFORE[$t]}") | failed: ${MEM_FAIL[$t]} | - | - | $(fmt_mib "${RSS_AFTER[$t]}") | $pss | - |"
-			continue
-		fi
-		per=$(awk -v a="${RSS_BEFORE[$t]}" -v b="${RSS_HELD[$t]}" -v n="$MEM_CONNS" 'BEGIN { printf "%.1f KiB", (b - a) / n }')
-		echo "| ${LABEL[$t]} | $(fmt_mib "${RSS_BEFORE[$t]}") | $(fmt_mib "${RSS_HELD[$t]}") | $(fmt_mib $((RSS_HELD[$t] - RSS_BEFORE[$t]))) | $per | $(fmt_mib "${RSS_AFTER[$t]}") | $pss | $(ratio "$fg_idle" "${RSS_BEFORE[$t]}") / $(ratio "$fg_held" "${RSS_HELD[$t]}") |"
-	done
+	memory_table "" "${PROXIES[@]}"
+	if ((${#MEM_TLS_PROXIES[@]})); then
+		echo
+		echo "Over HTTPS (the TLS 1.3 listener of the https benchmark; \`holdconns --tls\`), one proxy after the other, after the plain pass:"
+		memory_table /tls "${MEM_TLS_PROXIES[@]}"
+	fi
 	echo
 	echo "- RSS: the sum over the proxy's processes (nginx's master and worker count their shared pages twice); PSS counts a page shared by N processes 1/N in each, so its sum is the proxy's own footprint."
-	echo "- net/http servers (Caddy, the ReverseProxy) keep, per idle connection, a goroutine with its stack and the connection's read and write buffers; nginx and HAProxy keep a small connection structure and release the buffers of an idle keep-alive connection. Fleetgate does as they do: after 100 ms idle a plain-HTTP connection waits in an epoll set of its server's with no goroutine and no buffer (\`dataplane/http1\`'s parker), and an idle worker hands its garbage back to the OS (\`dataplane/gcpace\`)."
+	echo "- net/http servers (Caddy, the ReverseProxy) keep, per idle connection, a goroutine with its stack and the connection's read and write buffers; nginx and HAProxy keep a small connection structure and release the buffers of an idle keep-alive connection. Fleetgate does as they do: after 100 ms idle a connection waits in an epoll set of its server's with no goroutine and no buffer of its own (\`dataplane/http1\`'s parker; Go's TLS connection keeps its record buffers and ciphers), and an idle worker hands its garbage back to the OS (\`dataplane/gcpace\`)."
 	[[ -n $HAPROXY_NOTE ]] && echo "- $HAPROXY_NOTE"
 	[[ -n $MEM_NOTE ]] && echo "- ⚠ $MEM_NOTE"
 	return 0
+}
+
+# memory_table SUFFIX TARGET...: the memory table of the results keyed TARGET+SUFFIX.
+memory_table() {
+	local sfx=$1 t k fg_held fg_idle per pss
+	shift
+	echo
+	echo "| target | idle RSS | RSS with $MEM_CONNS conns | growth | per connection | after closing them | PSS idle / with conns | Fleetgate ratio idle / with conns |"
+	echo "|---|---|---|---|---|---|---|---|"
+	fg_idle=${RSS_BEFORE[fleetgate$sfx]:-} fg_held=${RSS_HELD[fleetgate$sfx]:-}
+	for t in "$@"; do
+		k=$t$sfx
+		pss="${PSS_BEFORE[$k]:+$(fmt_mib "${PSS_BEFORE[$k]}")} / ${PSS_HELD[$k]:+$(fmt_mib "${PSS_HELD[$k]}")}"
+		if [[ -n ${MEM_FAIL[$k]:-} ]]; then
+			echo "| ${LABEL[$t]} ⚠ | $(fmt_mib "${RSS_BEFORE[$k]}") | failed: ${MEM_FAIL[$k]} | - | - | $(fmt_mib "${RSS_AFTER[$k]}") | $pss | - |"
+			continue
+		fi
+		per=$(awk -v a="${RSS_BEFORE[$k]}" -v b="${RSS_HELD[$k]}" -v n="$MEM_CONNS" 'BEGIN { printf "%.1f KiB", (b - a) / n }')
+		echo "| ${LABEL[$t]} | $(fmt_mib "${RSS_BEFORE[$k]}") | $(fmt_mib "${RSS_HELD[$k]}") | $(fmt_mib $((RSS_HELD[$k] - RSS_BEFORE[$k]))) | $per | $(fmt_mib "${RSS_AFTER[$k]}") | $pss | $(ratio "$fg_idle" "${RSS_BEFORE[$k]}") / $(ratio "$fg_held" "${RSS_HELD[$k]}") |"
+	done
 }
 
 routing_report() {
@@ -1192,6 +1213,15 @@ summary_report() {
 			fi
 		done
 		echo "| memory: RSS with $MEM_CONNS conns (lower is better) | - |$cells"
+		if ((${#MEM_TLS_PROXIES[@]})); then
+			cells=""
+			for t in "${peers[@]}"; do
+				if [[ -z ${RSS_HELD[$t/tls]:-} || -z ${RSS_HELD[fleetgate/tls]:-} ]]; then cells+=" |"; else
+					cells+=" $(ratio "${RSS_HELD[fleetgate/tls]}" "${RSS_HELD[$t/tls]}") |"
+				fi
+			done
+			echo "| memory: RSS with $MEM_CONNS HTTPS conns (lower is better) | - |$cells"
+		fi
 	fi
 }
 

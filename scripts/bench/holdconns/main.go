@@ -14,6 +14,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +37,7 @@ func main() {
 	src := flag.String("src", "127.0.0.101,127.0.0.102,127.0.0.103,127.0.0.104", "comma-separated source addresses, used in turn")
 	par := flag.Int("parallel", 64, "connections being opened at once")
 	timeout := flag.Duration("timeout", 60*time.Second, "time allowed to open every connection")
+	useTLS := flag.Bool("tls", false, "speak TLS (the server's certificate is not checked: loopback benchmarks only)")
 	flag.Parse()
 	if *addr == "" || *n < 1 || *par < 1 {
 		flag.Usage()
@@ -78,7 +80,7 @@ func main() {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := open(openCtx, srcs[i%len(srcs)], *addr, req)
+				c, err := open(openCtx, srcs[i%len(srcs)], *addr, req, *useTLS)
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err); cancel() })
 					continue
@@ -114,15 +116,20 @@ func main() {
 	<-ctx.Done()
 }
 
-// open dials addr from src, sends req and reads one response to its end.
-func open(ctx context.Context, src *net.TCPAddr, addr string, req []byte) (*net.TCPConn, error) {
+// open dials addr from src (with TLS if useTLS), sends req and reads one response to its end. It
+// returns the TCP connection: a TLS connection over it needs nothing more while it idles.
+func open(ctx context.Context, src *net.TCPAddr, addr string, req []byte, useTLS bool) (*net.TCPConn, error) {
 	d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	c := nc.(*net.TCPConn)
-	if err := exchange(c, req); err != nil {
+	var rw net.Conn = c
+	if useTLS {
+		rw = tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	}
+	if err := exchange(rw, req); err != nil {
 		c.SetLinger(0)
 		c.Close()
 		return nil, err
@@ -130,7 +137,7 @@ func open(ctx context.Context, src *net.TCPAddr, addr string, req []byte) (*net.
 	return c, nil
 }
 
-func exchange(c *net.TCPConn, req []byte) error {
+func exchange(c net.Conn, req []byte) error {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(req); err != nil {
 		return err
