@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -241,4 +242,82 @@ func TestHandOffWithoutParker(t *testing.T) {
 	if s.idle.parked() != 0 || s.idle.ep != nil {
 		t.Error("the closed parker took a connection")
 	}
+}
+
+// Many clients whose connections park, wake, time out and close at random, while the server runs
+// and then shuts down: every answer is right, and nothing is left parked or running. Run with
+// -race, this exercises wake, expiry, client close and Shutdown against one another.
+func TestParkerChurn(t *testing.T) {
+	const (
+		clients = 40
+		rounds  = 12
+		idle    = idleHandOff + 150*time.Millisecond
+	)
+	s := &Server{Handler: echo, IdleTimeout: idle}
+	r := start(t, s)
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			errs <- churn(r.addr, i, rounds, idle)
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	waitParked(t, s, 0)
+	select {
+	case <-s.idle.done:
+	case <-time.After(ioTimeout):
+		t.Fatal("the parker's goroutine still runs")
+	}
+}
+
+// churn is one client of TestParkerChurn: requests after pauses shorter than the hand-off, longer
+// than it (parked) and longer than the idle timeout (closed: it dials again), and some closes of
+// its own.
+func churn(addr string, id, rounds int, idle time.Duration) error {
+	pauses := []time.Duration{0, idleHandOff / 2, idleHandOff + 30*time.Millisecond, idle + 50*time.Millisecond}
+	var c net.Conn
+	var br *bufio.Reader
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	for n := range rounds {
+		pause := pauses[(id+n)%len(pauses)]
+		time.Sleep(pause)
+		if c != nil && (pause > idle || (id+n)%7 == 0) {
+			c.Close() // timed out by the server, or our own close
+			c = nil
+		}
+		if c == nil {
+			var err error
+			if c, err = net.Dial("tcp", addr); err != nil {
+				return err
+			}
+			br = bufio.NewReader(c)
+		}
+		c.SetDeadline(time.Now().Add(ioTimeout))
+		path := fmt.Sprintf("/c%d/r%d", id, n)
+		if _, err := c.Write([]byte(get(path))); err != nil {
+			return fmt.Errorf("client %d round %d: %w", id, n, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return fmt.Errorf("client %d round %d (pause %v): %w", id, n, pause, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != "GET "+path {
+			return fmt.Errorf("client %d round %d: %q, %v", id, n, b, err)
+		}
+	}
+	return nil
 }
