@@ -6,7 +6,7 @@
 // maps and URL, and keeps 8 KiB of buffers for every idle connection. This server reuses one
 // Request, header map and URL per connection (the handler must not keep them past its return),
 // takes its buffers from a pool only while a request is being served (an idle connection holds no
-// buffer), and refuses ambiguous framing (Content-Length with Transfer-Encoding, Transfer-Encoding
+// buffer, and after 100 ms on Linux no goroutine either: see parker), and refuses ambiguous framing (Content-Length with Transfer-Encoding, Transfer-Encoding
 // in HTTP/1.0, obsolete line folding) while parsing, so no second parser follows the byte stream.
 //
 // What it keeps from net/http: the same checks of the request head and the same answers (400, 431,
@@ -284,7 +284,8 @@ func (c *conn) serve() {
 // the wait to the server's parker (see parker) and ends: serving a request grows a goroutine's
 // stack (to 8 KiB and more), and an idle goroutine keeps it, while a parked connection holds no
 // goroutine at all. A busy connection never changes goroutine. Where a connection cannot be parked
-// (TLS, or no epoll), a new goroutine takes the wait: it starts with a smaller stack.
+// (no epoll, or the server is shutting down), a new goroutine takes the wait until the idle
+// timeout: it starts with a smaller stack.
 const idleHandOff = 100 * time.Millisecond
 
 // loop serves requests from the n-th on, until the connection closes, is hijacked or its wait is
