@@ -6,8 +6,9 @@
 // maps and URL, and keeps 8 KiB of buffers for every idle connection. This server reuses one
 // Request, header map and URL per connection (the handler must not keep them past its return),
 // takes its buffers from a pool only while a request is being served (an idle connection holds no
-// buffer, and after 100 ms on Linux no goroutine either: see parker), and refuses ambiguous framing (Content-Length with Transfer-Encoding, Transfer-Encoding
-// in HTTP/1.0, obsolete line folding) while parsing, so no second parser follows the byte stream.
+// buffer, and after 100 ms on Linux no goroutine either: see parker), and refuses ambiguous
+// framing (Content-Length with Transfer-Encoding, Transfer-Encoding in HTTP/1.0, obsolete line
+// folding) while parsing, so no second parser follows the byte stream.
 //
 // What it keeps from net/http: the same checks of the request head and the same answers (400, 431,
 // 501, 505, 417), "Expect: 100-continue", chunked request bodies with trailers, a response
