@@ -53,7 +53,7 @@ type Pacer struct {
 	sample   []metrics.Sample
 	last     int
 	allocs   uint64 // cumulative allocation at the last Update
-	released bool   // idle since the last release
+	released bool   // this idle spell was dealt with (memory released, or too little to be worth it)
 }
 
 const (
