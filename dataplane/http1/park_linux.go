@@ -20,6 +20,11 @@ import (
 // A goroutine waiting in Go's poller keeps its stack (2 KiB at the least, 8 KiB and more once it
 // has served a request through the proxy); a parked connection keeps only its heap objects. The
 // epoll descriptor is itself waited on through Go's poller, so no thread blocks on it.
+//
+// Where the socket is held by a SocketHolder, the socket leaves Go's poller too while parked: a
+// duplicate of its descriptor waits in the epoll set, and its net.Conn (Go's poll descriptor, the
+// net package's file and addresses, together most of what an idle connection still costs) is
+// closed; the connection gets a new one (net.FileConn) when it wakes.
 type parker struct {
 	mu     sync.Mutex
 	ep     *os.File // nil until the first park
@@ -41,14 +46,17 @@ type parkSlot struct {
 
 // parkState is a connection's part in its server's parker, guarded by the parker's mutex.
 type parkState struct {
-	sock    syscall.RawConn // the socket, under TLS too; nil if there is none
-	looked  bool            // sock has been looked up
-	parked  bool
-	armed   bool // the descriptor is in the epoll set (armed or fired)
-	slot    int32
-	n       int // the request index the loop goes on with
-	timer   *time.Timer
-	expired func()
+	sock     syscall.RawConn // the socket, under TLS too, when no holder holds it; nil if there is none
+	holder   SocketHolder    // the socket's holder: the socket leaves Go's poller while parked
+	looked   bool            // sock and holder have been looked up
+	parked   bool
+	armed    bool // sock's descriptor is in the epoll set (armed or fired)
+	detached bool // the holder's socket is closed; fd, a duplicate of its descriptor, is in the epoll set
+	fd       int
+	slot     int32
+	n        int // the request index the loop goes on with
+	timer    *time.Timer
+	expired  func()
 }
 
 // park hands c's wait for its n-th request to the parker; false if it cannot take it (a
@@ -61,7 +69,8 @@ type parkState struct {
 func (p *parker) park(c *conn, n int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || c.s.shutting.Load() || !c.park.lookUpSocket(c.rw) {
+	ps := &c.park
+	if p.closed || c.s.shutting.Load() || !ps.lookUp(c.rw) {
 		return false
 	}
 	if p.ep == nil {
@@ -74,27 +83,58 @@ func (p *parker) park(c *conn, n int) bool {
 		}
 	}
 	slot := p.take(c)
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: slot, Pad: p.slots[slot].gen}
-	if err := p.ctl(c, &ev); err != nil {
+	ev := p.event(slot)
+	arm := p.ctl
+	if ps.holder != nil && c.s.detach < 0 {
+		arm = p.detach
+	}
+	if err := arm(c, &ev); err != nil {
 		p.give(slot)
 		return false
 	}
-	ps := &c.park
 	ps.parked, ps.slot, ps.n = true, slot, n
 	p.n++
 	c.base = nil // made again for the next request
-	if !c.idleForever {
-		d := time.Until(c.idleUntil)
-		if ps.timer == nil {
-			if ps.expired == nil {
-				ps.expired = func() { p.expire(c) }
-			}
-			ps.timer = time.AfterFunc(d, ps.expired)
-		} else {
-			ps.timer.Reset(d)
-		}
-	}
+	p.schedule(c)
 	return true
+}
+
+// event is the one-shot event of slot's connection.
+func (p *parker) event(slot int32) syscall.EpollEvent {
+	return syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: slot, Pad: p.slots[slot].gen}
+}
+
+// detachAfter is how long a connection is parked before its socket leaves Go's poller (where
+// a SocketHolder holds it): leaving and coming back cost some 20 us of system calls, which a
+// connection idle for seconds repays in memory and one that sends a request every few hundred
+// milliseconds would pay again and again.
+const detachAfter = time.Second
+
+// schedule sets parked c's timer for its next step: its socket leaving Go's poller, or its idle
+// timeout; p.mu is held.
+func (p *parker) schedule(c *conn) {
+	ps := &c.park
+	var at time.Time
+	switch {
+	case ps.holder != nil && !ps.detached:
+		at = time.Now().Add(cmp.Or(max(c.s.detach, 0), detachAfter))
+		if !c.idleForever && c.idleUntil.Before(at) {
+			at = c.idleUntil
+		}
+	case !c.idleForever:
+		at = c.idleUntil
+	default:
+		return
+	}
+	d := time.Until(at)
+	if ps.timer == nil {
+		if ps.expired == nil {
+			ps.expired = func() { p.expire(c) }
+		}
+		ps.timer = time.AfterFunc(d, ps.expired)
+	} else {
+		ps.timer.Reset(d)
+	}
 }
 
 // ctl arms c's descriptor for one event.
@@ -118,6 +158,104 @@ func (p *parker) ctl(c *conn, ev *syscall.EpollEvent) error {
 	}
 	c.park.armed = true
 	return nil
+}
+
+// detach takes the holder's socket out of Go's poller: a duplicate of its descriptor is armed
+// for one event in the epoll set, and the socket's net.Conn is closed (the duplicate keeps the
+// connection open).
+func (p *parker) detach(c *conn, ev *syscall.EpollEvent) error {
+	ps := &c.park
+	sc, ok := ps.holder.Socket().(syscall.Conn)
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd, derr := -1, error(nil)
+	err = rc.Control(func(s uintptr) {
+		r, _, e := syscall.Syscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
+		if e != 0 {
+			derr = e
+			return
+		}
+		fd = int(r)
+	})
+	if err = cmp.Or(err, derr); err != nil {
+		return err
+	}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, ev); err != nil {
+		syscall.Close(fd)
+		return err
+	}
+	ps.holder.Socket().Close()
+	ps.detached, ps.fd, ps.sock = true, fd, nil
+	return nil
+}
+
+// attach ends a detached connection's stay in the epoll set; p.mu is held. If the connection
+// goes on, its socket comes back to Go's poller as a new net.Conn in its holder; if not (its idle
+// timeout passed), the socket is closed and the holder gets a closed one.
+func (p *parker) attach(c *conn, goOn bool) {
+	ps := &c.park
+	// Out of the set first: the registration lives as long as the socket, not the descriptor.
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, ps.fd, nil)
+	var nc net.Conn
+	if goOn {
+		f := os.NewFile(uintptr(ps.fd), "")
+		s, err := net.FileConn(f)
+		if err == nil {
+			nc = s
+		} else {
+			if c.s.Log != nil {
+				c.s.Log.Warn("closing a parked connection that could not be resumed", "err", err)
+			}
+			nc = closedSocketOf(ps.fd)
+		}
+		f.Close()
+	} else {
+		nc = closedSocketOf(ps.fd)
+		syscall.Close(ps.fd)
+	}
+	ps.detached, ps.fd, ps.sock = false, -1, nil
+	ps.holder.SetSocket(nc)
+	if c.waiter != nil && !c.waiter.rebind(c.rw) {
+		c.waiter = nil // read a byte instead: the read finds the socket closed
+	}
+}
+
+// closedSocketOf gives the stand-in for socket fd once closed, with its addresses.
+func closedSocketOf(fd int) closedSocket {
+	return closedSocket{local: tcpAddr(syscall.Getsockname(fd)), remote: tcpAddr(syscall.Getpeername(fd))}
+}
+
+func tcpAddr(sa syscall.Sockaddr, err error) net.Addr {
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+	case *syscall.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return &net.TCPAddr{}
+}
+
+// hungUp reports whether the socket fd has nothing more to read: its peer closed (or reset) it
+// and no byte of a request waits.
+func hungUp(fd int) bool {
+	var b [1]byte
+	for {
+		n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			return true
+		}
+		return n == 0
+	}
 }
 
 // open makes the epoll instance and starts the goroutine that reads it.
@@ -172,8 +310,14 @@ func (p *parker) run() {
 			if s.c == nil || s.gen != ev.Pad || !s.c.park.parked {
 				continue
 			}
-			// The event disarmed the descriptor (one-shot): nothing more to undo in the set.
-			p.release(s.c)
+			// The event disarmed the descriptor (one-shot): nothing more to undo in the set
+			// (unless detached: attach takes it out). A detached connection its client has
+			// closed is closed without going back to Go's poller.
+			goOn := true
+			if s.c.park.detached && ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+				goOn = !hungUp(s.c.park.fd)
+			}
+			p.release(s.c, goOn)
 			p.ready = append(p.ready, s.c)
 		}
 		p.mu.Unlock()
@@ -185,10 +329,40 @@ func (p *parker) run() {
 	}
 }
 
-// expire takes back a connection whose idle timeout has passed: its loop, resumed, finds the
-// read deadline gone and closes it.
+// expire is parked c's timer: its socket leaves Go's poller once it has been parked for
+// detachAfter; its idle timeout having passed, the parker takes it back and its loop, resumed,
+// finds the read deadline gone and closes it.
 func (p *parker) expire(c *conn) {
-	if p.unpark(c) {
+	p.mu.Lock()
+	ps := &c.park
+	if !ps.parked {
+		p.mu.Unlock()
+		return
+	}
+	if ps.holder != nil && !ps.detached && (c.idleForever || time.Now().Before(c.idleUntil)) {
+		// Out of the set as the live socket, back in as a duplicate of its descriptor.
+		ps.sock.Control(func(fd uintptr) {
+			syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+		})
+		ps.armed = false
+		ev := p.event(ps.slot)
+		err := p.detach(c, &ev)
+		if err != nil {
+			err = p.ctl(c, &ev)
+		}
+		if err == nil {
+			p.schedule(c)
+			p.mu.Unlock()
+			return
+		}
+		// Neither: the connection cannot wait here any more.
+		p.release(c, true)
+		p.mu.Unlock()
+		go c.loop(ps.n)
+		return
+	}
+	p.mu.Unlock()
+	if p.takeBack(c, false) {
 		go c.loop(c.park.n)
 	}
 }
@@ -196,25 +370,38 @@ func (p *parker) expire(c *conn) {
 // unpark takes c back from the parker if it is parked, taking its descriptor out of the epoll set
 // (before anyone closes it); the caller then resumes its loop. False if c was not parked.
 func (p *parker) unpark(c *conn) bool {
+	return p.takeBack(c, true)
+}
+
+// takeBack is unpark; goOn false says the connection is to close (its socket is not worth
+// giving back to Go's poller).
+func (p *parker) takeBack(c *conn, goOn bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !c.park.parked {
 		return false
 	}
-	p.release(c)
-	c.park.sock.Control(func(fd uintptr) {
-		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
-	})
-	c.park.armed = false
+	detached := c.park.detached
+	p.release(c, goOn)
+	if !detached {
+		c.park.sock.Control(func(fd uintptr) {
+			syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+		})
+		c.park.armed = false
+	}
 	return true
 }
 
-// release forgets parked c; p.mu is held.
-func (p *parker) release(c *conn) {
+// release forgets parked c (giving a detached connection its socket back, if it goes on); p.mu
+// is held.
+func (p *parker) release(c *conn, goOn bool) {
 	ps := &c.park
 	ps.parked = false
 	if ps.timer != nil {
 		ps.timer.Stop()
+	}
+	if ps.detached {
+		p.attach(c, goOn)
 	}
 	p.give(ps.slot)
 	p.n--
@@ -274,13 +461,37 @@ func (p *parker) close() {
 	}
 }
 
-// lookUpSocket finds the socket under rw (under a TLS connection, its network connection's) once,
-// and reports whether there is one.
-func (ps *parkState) lookUpSocket(rw net.Conn) bool {
+// lookUp finds the socket under rw (under a TLS connection, its network connection's), or its
+// holder, once, and reports whether there is either.
+func (ps *parkState) lookUp(rw net.Conn) bool {
 	if !ps.looked {
-		ps.sock, ps.looked = socketOf(rw), true
+		ps.looked = true
+		if ps.holder = holderOf(rw); ps.holder == nil {
+			ps.sock = socketOf(rw)
+		}
+	}
+	if ps.holder != nil && ps.sock == nil {
+		// The holder's socket now; a new one after it comes back (attach).
+		ps.sock = socketOf(ps.holder.Socket())
 	}
 	return ps.sock != nil
+}
+
+// holderOf finds the SocketHolder under c, if any, whose socket has a descriptor.
+func holderOf(c net.Conn) SocketHolder {
+	for {
+		if h, ok := c.(SocketHolder); ok {
+			if _, ok := h.Socket().(syscall.Conn); ok {
+				return h
+			}
+			return nil
+		}
+		nc, ok := c.(interface{ NetConn() net.Conn }) // *tls.Conn
+		if !ok {
+			return nil
+		}
+		c = nc.NetConn()
+	}
 }
 
 func socketOf(c net.Conn) syscall.RawConn {

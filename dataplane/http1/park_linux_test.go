@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,35 @@ import (
 	"testing"
 	"time"
 )
+
+// socketModes runs f with connections as they come from the listener, and with each held by a
+// SocketHolder (hl non-nil).
+func socketModes(t *testing.T, f func(t *testing.T, listen func(net.Listener) net.Listener, hl func() *holdingListener)) {
+	t.Run("socket", func(t *testing.T) {
+		f(t, func(l net.Listener) net.Listener { return l }, func() *holdingListener { return nil })
+	})
+	t.Run("held", func(t *testing.T) {
+		var hl *holdingListener
+		f(t, func(l net.Listener) net.Listener {
+			hl = &holdingListener{Listener: l}
+			return hl
+		}, func() *holdingListener { return hl })
+	})
+}
+
+// startWith serves s on a loopback listener passed through wrap.
+func startWith(t *testing.T, s *Server, wrap func(net.Listener) net.Listener) *running {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := wrap(l)
+	if _, held := wl.(*holdingListener); held {
+		s.detach = -1 // the socket leaves Go's poller as the connection parks
+	}
+	return startOn(t, s, wl, l.Addr().String())
+}
 
 // waitParked polls until the server holds want parked connections.
 func waitParked(t *testing.T, s *Server, want int) {
@@ -42,10 +72,14 @@ func goroutinesBelow(t *testing.T, n int) {
 // Idle connections past idleHandOff are parked: they hold no goroutine, each still serves its
 // next request (and parks again), and their states read as if they had kept one.
 func TestParkedHoldNoGoroutine(t *testing.T) {
+	socketModes(t, testParkedHoldNoGoroutine)
+}
+
+func testParkedHoldNoGoroutine(t *testing.T, listen func(net.Listener) net.Listener, held func() *holdingListener) {
 	const n = 50
 	var log stateLog
 	s := &Server{Handler: echo, ConnState: log.record}
-	r := start(t, s)
+	r := startWith(t, s, listen)
 	base := runtime.NumGoroutine()
 
 	cs := make([]*client, n)
@@ -56,6 +90,14 @@ func TestParkedHoldNoGoroutine(t *testing.T) {
 	waitParked(t, s, n)
 	// Not one goroutine per connection: the parker's reader and a few of the runtime's.
 	goroutinesBelow(t, base+5)
+	if hl := held(); hl != nil {
+		// Held sockets left Go's poller: their net.Conns are closed.
+		for i, h := range hl.held {
+			if err := h.Socket().SetDeadline(time.Time{}); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("conn %d parked: its socket's SetDeadline: %v, want net.ErrClosed", i, err)
+			}
+		}
+	}
 
 	for i, c := range cs {
 		if _, body := c.do(get(fmt.Sprint("/again", i))); body != fmt.Sprint("GET /again", i) {
@@ -67,13 +109,23 @@ func TestParkedHoldNoGoroutine(t *testing.T) {
 	if got := log.get(cs[0]); !slices.Equal(got, want) {
 		t.Errorf("states %v, want %v", got, want)
 	}
+	if hl := held(); hl != nil {
+		// Each woke once (a new socket) and parked again.
+		if got := hl.swaps(); got != n {
+			t.Errorf("%d sockets given back, want %d", got, n)
+		}
+	}
 }
 
 // A parked connection the client closes is closed at once, with its state, and leaves the parker.
 func TestParkedClientCloses(t *testing.T) {
+	socketModes(t, testParkedClientCloses)
+}
+
+func testParkedClientCloses(t *testing.T, listen func(net.Listener) net.Listener, held func() *holdingListener) {
 	var log stateLog
 	s := &Server{Handler: echo, ConnState: log.record}
-	r := start(t, s)
+	r := startWith(t, s, listen)
 	c := dial(t, r.addr)
 	c.do(get("/"))
 	waitParked(t, s, 1)
@@ -83,13 +135,23 @@ func TestParkedClientCloses(t *testing.T) {
 		t.Errorf("states %v, want Idle then Closed", got)
 	}
 	waitParked(t, s, 0)
+	if hl := held(); hl != nil {
+		// Closed by its client while parked: closed without going back to Go's poller.
+		if _, ok := hl.held[0].Socket().(closedSocket); !ok {
+			t.Errorf("the holder holds a %T after its client closed, want closedSocket", hl.held[0].Socket())
+		}
+	}
 }
 
 // The idle timeout of a parked connection still counts from the end of its last response.
 func TestParkedIdleTimeout(t *testing.T) {
+	socketModes(t, testParkedIdleTimeout)
+}
+
+func testParkedIdleTimeout(t *testing.T, listen func(net.Listener) net.Listener, held func() *holdingListener) {
 	const idle = idleHandOff + 400*time.Millisecond
 	s := &Server{Handler: echo, IdleTimeout: idle}
-	r := start(t, s)
+	r := startWith(t, s, listen)
 	c := dial(t, r.addr)
 	c.do(get("/"))
 	from := time.Now()
@@ -99,6 +161,12 @@ func TestParkedIdleTimeout(t *testing.T) {
 		t.Errorf("closed after %v idle, want the idle timeout (%v)", waited, idle)
 	}
 	waitParked(t, s, 0)
+	if hl := held(); hl != nil {
+		// Timed out while parked: closed without going back to Go's poller.
+		if _, ok := hl.held[0].Socket().(closedSocket); !ok {
+			t.Errorf("the holder holds a %T after the idle timeout, want closedSocket", hl.held[0].Socket())
+		}
+	}
 }
 
 // Shutdown and Close take parked connections back, close them, and stop the parker's goroutine.
@@ -115,31 +183,37 @@ func TestParkedShutdownAndClose(t *testing.T) {
 		{"Close", (*Server).Close},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var log stateLog
-			s := &Server{Handler: echo, ConnState: log.record}
-			r := start(t, s)
-			a, b := dial(t, r.addr), dial(t, r.addr)
-			a.do(get("/a"))
-			b.do(get("/b"))
-			waitParked(t, s, 2)
-			if err := tc.stop(s); err != nil {
-				t.Fatalf("%s: %v", tc.name, err)
-			}
-			for _, c := range []*client{a, b} {
-				c.expectClosed()
-				log.waitFor(t, c, http.StateClosed)
-			}
-			waitParked(t, s, 0)
-			// The parker's reader is gone too.
-			select {
-			case <-s.idle.done:
-			case <-time.After(ioTimeout):
-				t.Fatal("the parker's goroutine still runs")
-			}
-			if s.idle.park(&conn{s: s, waiter: &readWaiter{}}, 1) {
-				t.Error("a stopped server parked a connection")
-			}
+			socketModes(t, func(t *testing.T, listen func(net.Listener) net.Listener, _ func() *holdingListener) {
+				testParkedStop(t, tc.name, tc.stop, listen)
+			})
 		})
+	}
+}
+
+func testParkedStop(t *testing.T, name string, stop func(*Server) error, listen func(net.Listener) net.Listener) {
+	var log stateLog
+	s := &Server{Handler: echo, ConnState: log.record}
+	r := startWith(t, s, listen)
+	a, b := dial(t, r.addr), dial(t, r.addr)
+	a.do(get("/a"))
+	b.do(get("/b"))
+	waitParked(t, s, 2)
+	if err := stop(s); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	for _, c := range []*client{a, b} {
+		c.expectClosed()
+		log.waitFor(t, c, http.StateClosed)
+	}
+	waitParked(t, s, 0)
+	// The parker's reader is gone too.
+	select {
+	case <-s.idle.done:
+	case <-time.After(ioTimeout):
+		t.Fatal("the parker's goroutine still runs")
+	}
+	if s.idle.park(&conn{s: s, waiter: &readWaiter{}}, 1) {
+		t.Error("a stopped server parked a connection")
 	}
 }
 
@@ -168,14 +242,18 @@ func (c *splitConn) Write(b []byte) (int, error) {
 // connection then holds no complete record. A record split across the hand-off (part of it read
 // into the TLS connection's buffer before it parks, the rest sent after) still completes.
 func TestParkedTLS(t *testing.T) {
+	socketModes(t, testParkedTLS)
+}
+
+func testParkedTLS(t *testing.T, listen func(net.Listener) net.Listener, held func() *holdingListener) {
 	cert, pool := testCert(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var log stateLog
-	s := &Server{Handler: echo, ConnState: log.record}
-	r := startOn(t, s, tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}}), l.Addr().String())
+	s := &Server{Handler: echo, ConnState: log.record, detach: -1}
+	r := startOn(t, s, tls.NewListener(listen(l), &tls.Config{Certificates: []tls.Certificate{cert}}), l.Addr().String())
 
 	raw, err := net.Dial("tcp", r.addr)
 	if err != nil {
@@ -219,6 +297,43 @@ func TestParkedTLS(t *testing.T) {
 	if got := log.waitFor(t, c, http.StateIdle); !slices.Equal(got, want) {
 		t.Errorf("states %v, want %v", got, want)
 	}
+	if hl := held(); hl != nil && hl.swaps() < 2 {
+		// Under TLS too, the socket left Go's poller each time it parked.
+		t.Errorf("%d sockets given back under TLS, want 2 or more", hl.swaps())
+	}
+}
+
+// A held socket leaves Go's poller only once its connection has been parked for a while
+// (detachAfter): a connection that wakes before keeps its socket. Both kinds serve on.
+func TestParkedDetachAfter(t *testing.T) {
+	const after = 300 * time.Millisecond
+	s := &Server{Handler: echo, detach: after}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := &holdingListener{Listener: l}
+	r := startOn(t, s, hl, l.Addr().String())
+	c := dial(t, r.addr)
+	c.do(get("/a"))
+	waitParked(t, s, 1)
+	if err := hl.held[0].Socket().SetDeadline(time.Time{}); err != nil {
+		t.Fatalf("just parked, the socket is closed (%v): want it left in Go's poller for %v", err, after)
+	}
+	if _, body := c.do(get("/b")); body != "GET /b" || hl.swaps() != 0 {
+		t.Fatalf("woken before %v: %q, %d sockets given back, want GET /b and none", after, body, hl.swaps())
+	}
+	waitParked(t, s, 1)
+	deadline := time.Now().Add(ioTimeout)
+	for hl.held[0].Socket().SetDeadline(time.Time{}) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked for %v, the socket is still in Go's poller", ioTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, body := c.do(get("/c")); body != "GET /c" || hl.swaps() != 1 {
+		t.Fatalf("woken after %v: %q, %d sockets given back, want GET /c and one", after, body, hl.swaps())
+	}
 }
 
 // Where the parker cannot take a connection, a new goroutine takes the wait once and keeps it until
@@ -248,13 +363,19 @@ func TestHandOffWithoutParker(t *testing.T) {
 // and then shuts down: every answer is right, and nothing is left parked or running. Run with
 // -race, this exercises wake, expiry, client close and Shutdown against one another.
 func TestParkerChurn(t *testing.T) {
+	socketModes(t, func(t *testing.T, listen func(net.Listener) net.Listener, _ func() *holdingListener) {
+		testParkerChurn(t, listen)
+	})
+}
+
+func testParkerChurn(t *testing.T, listen func(net.Listener) net.Listener) {
 	const (
 		clients = 40
 		rounds  = 12
 		idle    = idleHandOff + 150*time.Millisecond
 	)
 	s := &Server{Handler: echo, IdleTimeout: idle}
-	r := start(t, s)
+	r := startWith(t, s, listen)
 	errs := make(chan error, clients)
 	for i := range clients {
 		go func() {

@@ -65,6 +65,7 @@ type Server struct {
 	shutting  atomic.Bool
 	idle      parker        // connections idle past idleHandOff, held without a goroutine
 	handOff   time.Duration // idleHandOff if 0 (benchmarks set it to park after every request)
+	detach    time.Duration // detachAfter if 0; below 0, at once (tests and benchmarks)
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
@@ -367,7 +368,9 @@ func (c *conn) awaitRequest(n int) awaitResult {
 		// parker: that one takes it again if the wake brought no request (part of a TLS record).
 		dl := c.idleUntil
 		if !c.parkRefused {
-			if wake := time.Now().Add(handOffAfter); c.idleForever || wake.Before(dl) {
+			// idleHandOff, not a benchmark's shorter handOff: the wake's bytes are at hand, and
+			// a wait that timed out at once would park the connection again before reading them.
+			if wake := time.Now().Add(idleHandOff); c.idleForever || wake.Before(dl) {
 				dl, handOff = wake, true
 			}
 		}

@@ -933,6 +933,29 @@ func BenchmarkServer(b *testing.B) {
 			}
 		}
 	})
+	// The same, the socket held by a SocketHolder (as the worker's are): it also leaves Go's
+	// poller while parked, and comes back as a new net.Conn for each request.
+	b.Run("http1-parked-held", func(b *testing.B) {
+		if runtime.GOOS != "linux" {
+			b.Skip("idle connections are parked on Linux only")
+		}
+		s := &Server{Handler: handler, handOff: time.Nanosecond, detach: -1}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		hl := &holdingListener{Listener: l}
+		r := startOn(b, s, hl, l.Addr().String())
+		_, n := benchRequests(b, r.addr)
+		for deadline := time.Now().Add(ioTimeout); s.idle.parked() != 1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d connections parked after the last response, want 1", s.idle.parked())
+			}
+		}
+		if hl.swaps() < n-1 {
+			b.Fatalf("%d sockets given back for %d requests: not parked through the holder", hl.swaps(), n)
+		}
+	})
 	b.Run("net-http", func(b *testing.B) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

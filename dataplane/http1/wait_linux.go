@@ -63,3 +63,17 @@ func (w *readWaiter) wait() error {
 	}
 	return w.err
 }
+
+// rebind makes w wait on c's socket, after the socket under c was replaced; false if c has none.
+func (w *readWaiter) rebind(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	w.rc = rc
+	return true
+}

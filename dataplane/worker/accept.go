@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/fleetgate/fleetgate/dataplane/http1"
 )
 
 // acceptor owns an HTTP(S) port's socket. One goroutine accepts connections, no more than the
@@ -308,6 +310,15 @@ func (c *countedConn) Close() error {
 	})
 	return err
 }
+
+// Socket and SetSocket make the connection an http1.SocketHolder: while it is parked (idle), the
+// HTTP/1 server takes its socket out of Go's poller and gives it back as a new net.Conn when it
+// wakes. The server serves the connection from the moment it is handed over, so nothing else
+// reads or writes Conn meanwhile.
+var _ http1.SocketHolder = (*countedConn)(nil)
+
+func (c *countedConn) Socket() net.Conn     { return c.Conn }
+func (c *countedConn) SetSocket(s net.Conn) { c.Conn = s }
 
 // SyscallConn gives the socket underneath, so that the HTTP/1 server can wait for an idle
 // connection's next request without a buffer.

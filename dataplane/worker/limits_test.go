@@ -344,3 +344,30 @@ func TestProtocolChangeKeepsSocket(t *testing.T) {
 	apply(t, w, 3, gatewayDoc(t, "Http", port, b.port, ""))
 	must(t, get(t, port, "/plain-again") == 200, "Http after changing back: not 200")
 }
+
+// A keep-alive connection idle long enough for its socket to leave Go's poller (parked after
+// 100 ms, detached after a second more: dataplane/http1) serves its next request, over HTTP and
+// HTTPS; closed by its client while detached, it gives its connection slot back.
+func TestLongIdleConnection(t *testing.T) {
+	for _, proto := range []string{"Http", "Https"} {
+		t.Run(proto, func(t *testing.T) {
+			b := newBackend(t)
+			w := startWorker(t)
+			port := freePort(t)
+			apply(t, w, 1, gatewayDoc(t, proto, port, b.port, "limits: {maxConnectionsPerListener: 1}"))
+			tlsOn := proto == "Https"
+			c := dial(t, port, tlsOn)
+			for _, path := range []string{"/a", "/b"} {
+				resps, _ := exchange(t, c, "GET "+path+" HTTP/1.1\r\nHost: gw.test\r\n\r\n", 1)
+				must(t, resps[0].StatusCode == 200, "%s: status %d", path, resps[0].StatusCode)
+				time.Sleep(1500 * time.Millisecond)
+			}
+			c.Close()
+			// The only slot is free again: a new connection is served.
+			c2 := dial(t, port, tlsOn)
+			c2.SetDeadline(time.Now().Add(10 * time.Second))
+			resps, _ := exchange(t, c2, "GET /c HTTP/1.1\r\nHost: gw.test\r\n\r\n", 1)
+			must(t, resps[0].StatusCode == 200, "after the detached connection closed: status %d", resps[0].StatusCode)
+		})
+	}
+}
