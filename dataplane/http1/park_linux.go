@@ -498,11 +498,7 @@ func socketOf(c net.Conn) syscall.RawConn {
 	for {
 		switch x := c.(type) {
 		case syscall.Conn:
-			rc, err := x.SyscallConn()
-			if err != nil {
-				return nil
-			}
-			return rc
+			return rawConnOf(c)
 		case interface{ NetConn() net.Conn }: // *tls.Conn
 			c = x.NetConn()
 		default:
@@ -510,3 +506,16 @@ func socketOf(c net.Conn) syscall.RawConn {
 		}
 	}
 }
+
+// closedSocket is what a SocketHolder holds once its parked socket is closed: the addresses are
+// the socket's, for whoever asks after.
+type closedSocket struct{ local, remote net.Addr }
+
+func (closedSocket) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (closedSocket) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (closedSocket) Close() error                     { return nil }
+func (s closedSocket) LocalAddr() net.Addr            { return s.local }
+func (s closedSocket) RemoteAddr() net.Addr           { return s.remote }
+func (closedSocket) SetDeadline(time.Time) error      { return net.ErrClosed }
+func (closedSocket) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (closedSocket) SetWriteDeadline(time.Time) error { return net.ErrClosed }

@@ -1,9 +1,6 @@
 package http1
 
-import (
-	"net"
-	"time"
-)
+import "net"
 
 // A SocketHolder is a connection (or the network connection under a TLS one) that wraps a socket
 // the server may replace. While a connection is parked (idle, see Server), the server closes the
@@ -19,16 +16,3 @@ type SocketHolder interface {
 	Socket() net.Conn
 	SetSocket(net.Conn)
 }
-
-// closedSocket is what a SocketHolder holds once its parked socket is closed: the addresses are
-// the socket's, for whoever asks after.
-type closedSocket struct{ local, remote net.Addr }
-
-func (closedSocket) Read([]byte) (int, error)         { return 0, net.ErrClosed }
-func (closedSocket) Write([]byte) (int, error)        { return 0, net.ErrClosed }
-func (closedSocket) Close() error                     { return nil }
-func (s closedSocket) LocalAddr() net.Addr            { return s.local }
-func (s closedSocket) RemoteAddr() net.Addr           { return s.remote }
-func (closedSocket) SetDeadline(time.Time) error      { return net.ErrClosed }
-func (closedSocket) SetReadDeadline(time.Time) error  { return net.ErrClosed }
-func (closedSocket) SetWriteDeadline(time.Time) error { return net.ErrClosed }

@@ -20,6 +20,17 @@ type readWaiter struct {
 }
 
 func newReadWaiter(c net.Conn) *readWaiter {
+	rc := rawConnOf(c)
+	if rc == nil {
+		return nil
+	}
+	w := &readWaiter{rc: rc}
+	w.fn = w.check
+	return w
+}
+
+// rawConnOf gives c's own socket (not one under a TLS connection), nil if it has none.
+func rawConnOf(c net.Conn) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -28,9 +39,7 @@ func newReadWaiter(c net.Conn) *readWaiter {
 	if err != nil {
 		return nil
 	}
-	w := &readWaiter{rc: rc}
-	w.fn = w.check
-	return w
+	return rc
 }
 
 // check is called by RawConn.Read: first to look for data (a non-blocking MSG_PEEK of one byte,
@@ -66,12 +75,8 @@ func (w *readWaiter) wait() error {
 
 // rebind makes w wait on c's socket, after the socket under c was replaced; false if c has none.
 func (w *readWaiter) rebind(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc := rawConnOf(c)
+	if rc == nil {
 		return false
 	}
 	w.rc = rc
