@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -189,55 +190,49 @@ func (p *parker) detach(c *conn, ev *syscall.EpollEvent) error {
 		syscall.Close(fd)
 		return err
 	}
-	ps.holder.Socket().Close()
+	// Nothing of Go's socket stays: not its file, not its addresses' allocations, and no read
+	// waiter bound to it (made again when the socket comes back).
+	nc := ps.holder.Socket()
+	nc.Close()
+	ps.holder.SetSocket(closedSocketOf(nc))
+	c.waiter = nil
 	ps.detached, ps.fd, ps.sock = true, fd, nil
 	return nil
 }
 
 // attach ends a detached connection's stay in the epoll set; p.mu is held. If the connection
 // goes on, its socket comes back to Go's poller as a new net.Conn in its holder; if not (its idle
-// timeout passed), the socket is closed and the holder gets a closed one.
+// timeout passed), the socket is closed, and the holder keeps the stand-in it got at detach.
 func (p *parker) attach(c *conn, goOn bool) {
 	ps := &c.park
 	// Out of the set first: the registration lives as long as the socket, not the descriptor.
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, ps.fd, nil)
-	var nc net.Conn
 	if goOn {
 		f := os.NewFile(uintptr(ps.fd), "")
-		s, err := net.FileConn(f)
-		if err == nil {
-			nc = s
-		} else {
-			if c.s.Log != nil {
-				c.s.Log.Warn("closing a parked connection that could not be resumed", "err", err)
-			}
-			nc = closedSocketOf(ps.fd)
+		if s, err := net.FileConn(f); err == nil {
+			ps.holder.SetSocket(s)
+			c.waiter = newReadWaiter(c.rw)
+		} else if c.s.Log != nil {
+			// The stand-in stays: the next read finds the connection closed.
+			c.s.Log.Warn("closing a parked connection that could not be resumed", "err", err)
 		}
 		f.Close()
 	} else {
-		nc = closedSocketOf(ps.fd)
 		syscall.Close(ps.fd)
 	}
 	ps.detached, ps.fd, ps.sock = false, -1, nil
-	ps.holder.SetSocket(nc)
-	if c.waiter != nil && !c.waiter.rebind(c.rw) {
-		c.waiter = nil // read a byte instead: the read finds the socket closed
-	}
 }
 
-// closedSocketOf gives the stand-in for socket fd once closed, with its addresses.
-func closedSocketOf(fd int) closedSocket {
-	return closedSocket{local: tcpAddr(syscall.Getsockname(fd)), remote: tcpAddr(syscall.Getpeername(fd))}
+// closedSocketOf gives the stand-in for nc once closed, with its addresses.
+func closedSocketOf(nc net.Conn) closedSocket {
+	return closedSocket{local: addrPortOf(nc.LocalAddr()), remote: addrPortOf(nc.RemoteAddr())}
 }
 
-func tcpAddr(sa syscall.Sockaddr, err error) net.Addr {
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
-	case *syscall.SockaddrInet6:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
 	}
-	return &net.TCPAddr{}
+	return netip.AddrPort{}
 }
 
 // hungUp reports whether the socket fd has nothing more to read: its peer closed (or reset) it
@@ -507,15 +502,17 @@ func socketOf(c net.Conn) syscall.RawConn {
 	}
 }
 
-// closedSocket is what a SocketHolder holds once its parked socket is closed: the addresses are
-// the socket's, for whoever asks after.
-type closedSocket struct{ local, remote net.Addr }
+// closedSocket is what a SocketHolder holds while its socket is out of Go's hands: the parker
+// holds a duplicate of its descriptor, or closed it. The addresses are the socket's, for whoever
+// asks after, kept as values: 48 bytes rather than Go's addresses and the sockaddrs they point
+// into.
+type closedSocket struct{ local, remote netip.AddrPort }
 
 func (closedSocket) Read([]byte) (int, error)         { return 0, net.ErrClosed }
 func (closedSocket) Write([]byte) (int, error)        { return 0, net.ErrClosed }
 func (closedSocket) Close() error                     { return nil }
-func (s closedSocket) LocalAddr() net.Addr            { return s.local }
-func (s closedSocket) RemoteAddr() net.Addr           { return s.remote }
+func (s closedSocket) LocalAddr() net.Addr            { return net.TCPAddrFromAddrPort(s.local) }
+func (s closedSocket) RemoteAddr() net.Addr           { return net.TCPAddrFromAddrPort(s.remote) }
 func (closedSocket) SetDeadline(time.Time) error      { return net.ErrClosed }
 func (closedSocket) SetReadDeadline(time.Time) error  { return net.ErrClosed }
 func (closedSocket) SetWriteDeadline(time.Time) error { return net.ErrClosed }

@@ -331,6 +331,12 @@ func TestParkedDetachAfter(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Out of the poller, the holder keeps the socket's addresses and nothing else of Go's.
+	if cs, ok := hl.held[0].Socket().(closedSocket); !ok || cs.RemoteAddr().String() != c.c.LocalAddr().String() ||
+		cs.LocalAddr().String() != r.addr {
+		t.Fatalf("detached, the holder holds %T %v -> %v, want a closedSocket %v -> %v", hl.held[0].Socket(),
+			hl.held[0].Socket().RemoteAddr(), hl.held[0].Socket().LocalAddr(), c.c.LocalAddr(), r.addr)
+	}
 	if _, body := c.do(get("/c")); body != "GET /c" || hl.swaps() != 1 {
 		t.Fatalf("woken after %v: %q, %d sockets given back, want GET /c and one", after, body, hl.swaps())
 	}

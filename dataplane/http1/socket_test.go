@@ -13,7 +13,7 @@ import (
 type heldConn struct {
 	net.Conn
 	mu    sync.Mutex   // for the test's looks at Conn while the server may swap it
-	swaps atomic.Int32 // SetSocket calls
+	swaps atomic.Int32 // SetSocket calls that gave a live socket back (not a closedSocket)
 }
 
 func (c *heldConn) Socket() net.Conn {
@@ -26,7 +26,9 @@ func (c *heldConn) SetSocket(s net.Conn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.Conn = s
-	c.swaps.Add(1)
+	if _, closed := s.(closedSocket); !closed {
+		c.swaps.Add(1)
+	}
 }
 
 func (c *heldConn) SyscallConn() (syscall.RawConn, error) {
@@ -55,7 +57,7 @@ func (l *holdingListener) Accept() (net.Conn, error) {
 	return h, nil
 }
 
-// swaps is the number of SetSocket calls over every connection.
+// swaps is the number of live sockets given back over every connection.
 func (l *holdingListener) swaps() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

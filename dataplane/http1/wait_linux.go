@@ -72,13 +72,3 @@ func (w *readWaiter) wait() error {
 	}
 	return w.err
 }
-
-// rebind makes w wait on c's socket, after the socket under c was replaced; false if c has none.
-func (w *readWaiter) rebind(c net.Conn) bool {
-	rc := rawConnOf(c)
-	if rc == nil {
-		return false
-	}
-	w.rc = rc
-	return true
-}

@@ -45,7 +45,7 @@ type seen struct {
 	header       http.Header
 }
 
-func newBackend(t *testing.T) *backend {
+func newBackend(t testing.TB) *backend {
 	t.Helper()
 	b := &backend{hold: make(chan struct{})}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -81,7 +81,7 @@ func (b *backend) requests() []seen {
 }
 
 // freePort returns a TCP port free on 127.0.0.1.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -93,7 +93,7 @@ func freePort(t *testing.T) int {
 
 // gatewayDoc is a gateway with one Basic listener on port in front of the backend; protocol is
 // Http or Https (with a self-signed certificate); extra is added at the top level (limits, ...).
-func gatewayDoc(t *testing.T, protocol string, port, backendPort int, extra string) string {
+func gatewayDoc(t testing.TB, protocol string, port, backendPort int, extra string) string {
 	t.Helper()
 	certs, cert := "", ""
 	if protocol == "Https" {
@@ -111,7 +111,7 @@ requestRoutingRules: [{name: r, ruleType: Basic, priority: 1, httpListener: web,
 }
 
 // startWorker starts a worker on 127.0.0.1, stopped at the end of the test.
-func startWorker(t *testing.T) *worker.Worker {
+func startWorker(t testing.TB) *worker.Worker {
 	t.Helper()
 	w := worker.New(worker.Config{BindAddress: "127.0.0.1", ShutdownGrace: 2 * time.Second, Log: cptest.Logger(t)})
 	t.Cleanup(func() {
@@ -123,7 +123,7 @@ func startWorker(t *testing.T) *worker.Worker {
 }
 
 // apply decodes, normalizes and validates a gateway document, as the agent does, and applies it.
-func apply(t *testing.T, w *worker.Worker, version int64, doc string) {
+func apply(t testing.TB, w *worker.Worker, version int64, doc string) {
 	t.Helper()
 	gw, err := config.Decode([]byte(doc))
 	if err != nil {
@@ -139,7 +139,7 @@ func apply(t *testing.T, w *worker.Worker, version int64, doc string) {
 }
 
 // selfSignedPEM is a certificate for 127.0.0.1 with its key, as PEM.
-func selfSignedPEM(t *testing.T) string {
+func selfSignedPEM(t testing.TB) string {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
