@@ -15,8 +15,9 @@ import (
 // parker holds idle connections without a goroutine each, as nginx and HAProxy hold theirs: a
 // parked connection's descriptor waits in an epoll instance of the server's, armed for one event,
 // and one goroutine reading that instance resumes the connection's request loop (in a new
-// goroutine) when the client sends its next request or closes. Its idle timeout is a timer; Shutdown
-// and Close take parked connections back as they find them.
+// goroutine) when the client sends its next request or closes. Its idle timeout waits in a heap
+// of deadlines that one timer serves (parkTimers); Shutdown and Close take parked connections back
+// as they find them.
 //
 // A goroutine waiting in Go's poller keeps its stack (2 KiB at the least, 8 KiB and more once it
 // has served a request through the proxy); a parked connection keeps only its heap objects. The
@@ -38,6 +39,7 @@ type parker struct {
 	done   chan struct{} // closed when the goroutine reading ep has ended
 	events []syscall.EpollEvent
 	ready  []*conn
+	timers parkTimers // the parked connections' next steps, on one timer
 }
 
 type parkSlot struct {
@@ -55,9 +57,9 @@ type parkState struct {
 	detached bool // the holder's socket is closed; fd, a duplicate of its descriptor, is in the epoll set
 	fd       int
 	slot     int32
-	n        int // the request index the loop goes on with
-	timer    *time.Timer
-	expired  func()
+	n        int   // the request index the loop goes on with
+	due      int64 // when its next step is due (parkTimers' clock)
+	at       int32 // its index in parkTimers' heap; -1: not there
 }
 
 // park hands c's wait for its n-th request to the parker; false if it cannot take it (a
@@ -111,7 +113,7 @@ func (p *parker) event(slot int32) syscall.EpollEvent {
 // milliseconds would pay again and again.
 const detachAfter = time.Second
 
-// schedule sets parked c's timer for its next step: its socket leaving Go's poller, or its idle
+// schedule sets parked c's deadline for its next step: its socket leaving Go's poller, or its idle
 // timeout; p.mu is held.
 func (p *parker) schedule(c *conn) {
 	ps := &c.park
@@ -125,17 +127,10 @@ func (p *parker) schedule(c *conn) {
 	case !c.idleForever:
 		at = c.idleUntil
 	default:
+		p.timers.remove(c)
 		return
 	}
-	d := time.Until(at)
-	if ps.timer == nil {
-		if ps.expired == nil {
-			ps.expired = func() { p.expire(c) }
-		}
-		ps.timer = time.AfterFunc(d, ps.expired)
-	} else {
-		ps.timer.Reset(d)
-	}
+	p.timers.set(c, at)
 }
 
 // ctl arms c's descriptor for one event.
@@ -270,6 +265,7 @@ func (p *parker) open() error {
 		return fmt.Errorf("epoll descriptor: %w", err)
 	}
 	p.ep, p.epfd, p.rc = f, fd, rc
+	p.timers.p = p
 	p.events = make([]syscall.EpollEvent, 128)
 	p.done = make(chan struct{})
 	go p.run()
@@ -324,13 +320,14 @@ func (p *parker) run() {
 	}
 }
 
-// expire is parked c's timer: its socket leaves Go's poller once it has been parked for
+// expire is parked c's next step, due: its socket leaves Go's poller once it has been parked for
 // detachAfter; its idle timeout having passed, the parker takes it back and its loop, resumed,
 // finds the read deadline gone and closes it.
 func (p *parker) expire(c *conn) {
 	p.mu.Lock()
 	ps := &c.park
-	if !ps.parked {
+	if !ps.parked || ps.at >= 0 {
+		// Woken meanwhile, or parked again with a new deadline.
 		p.mu.Unlock()
 		return
 	}
@@ -392,9 +389,7 @@ func (p *parker) takeBack(c *conn, goOn bool) bool {
 func (p *parker) release(c *conn, goOn bool) {
 	ps := &c.park
 	ps.parked = false
-	if ps.timer != nil {
-		ps.timer.Stop()
-	}
+	p.timers.remove(c)
 	if ps.detached {
 		p.attach(c, goOn)
 	}
@@ -414,6 +409,7 @@ func (p *parker) take(c *conn) int32 {
 	}
 	p.slots[i].c = c
 	p.slots[i].gen++
+	c.park.at = -1
 	return i
 }
 
@@ -449,6 +445,7 @@ func (p *parker) close() {
 	p.mu.Lock()
 	ep, done := p.ep, p.done
 	p.ep = nil
+	p.timers.stop()
 	p.mu.Unlock()
 	if ep != nil {
 		ep.Close()

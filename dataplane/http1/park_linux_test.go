@@ -169,6 +169,59 @@ func testParkedIdleTimeout(t *testing.T, listen func(net.Listener) net.Listener,
 	}
 }
 
+// Parked connections' idle timeouts share one timer (parkTimers): each still closes when its own
+// timeout has passed since its last response, never before, so in the order of their last
+// requests, and a connection woken and parked again gets its timeout anew.
+func TestParkedIdleTimeoutsInOrder(t *testing.T) {
+	socketModes(t, func(t *testing.T, listen func(net.Listener) net.Listener, _ func() *holdingListener) {
+		const (
+			idle    = idleHandOff + 600*time.Millisecond
+			stagger = 200 * time.Millisecond
+		)
+		s := &Server{Handler: echo, IdleTimeout: idle}
+		r := startWith(t, s, listen)
+		clients := make([]*client, 3)
+		last := make([]time.Time, 3)
+		for i := range clients {
+			clients[i] = dial(t, r.addr)
+			clients[i].do(get("/"))
+			last[i] = time.Now()
+			time.Sleep(stagger)
+		}
+		waitParked(t, s, 3)
+		// The first connection asks again: its timeout starts over, after the others'.
+		clients[0].do(get("/again"))
+		last[0] = time.Now()
+		closed := make(chan int, 3)
+		at := make([]time.Time, 3)
+		for i, c := range clients {
+			go func() {
+				c.expectClosed()
+				at[i] = time.Now()
+				closed <- i
+			}()
+		}
+		var order []int
+		for range clients {
+			select {
+			case i := <-closed:
+				order = append(order, i)
+			case <-time.After(ioTimeout):
+				t.Fatalf("closed so far: %v; want all three closed by their idle timeout", order)
+			}
+		}
+		if want := []int{1, 2, 0}; !slices.Equal(order, want) {
+			t.Errorf("closed in the order %v, want %v", order, want)
+		}
+		for i := range clients {
+			if waited := at[i].Sub(last[i]); waited < idle-50*time.Millisecond {
+				t.Errorf("connection %d closed %v after its last response, want the idle timeout (%v)", i, waited, idle)
+			}
+		}
+		waitParked(t, s, 0)
+	})
+}
+
 // Shutdown and Close take parked connections back, close them, and stop the parker's goroutine.
 func TestParkedShutdownAndClose(t *testing.T) {
 	for _, tc := range []struct {
