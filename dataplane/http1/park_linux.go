@@ -88,7 +88,7 @@ func (p *parker) park(c *conn, n int) bool {
 	slot := p.take(c)
 	ev := p.event(slot)
 	arm := p.ctl
-	if ps.holder != nil && c.s.detach < 0 {
+	if ps.holder != nil && (c.s.detach < 0 || p.n >= cmp.Or(c.s.crowd, detachCrowd)) {
 		arm = p.detach
 	}
 	if err := arm(c, &ev); err != nil {
@@ -112,6 +112,12 @@ func (p *parker) event(slot int32) syscall.EpollEvent {
 // connection idle for seconds repays in memory and one that sends a request every few hundred
 // milliseconds would pay again and again.
 const detachAfter = time.Second
+
+// detachCrowd is the number of parked connections from which a connection's socket leaves Go's
+// poller as soon as it parks: Go never frees a poll descriptor (~0.3 KiB with its two timers)
+// but reuses it, so the most sockets ever in the poller at once set what they cost for good. A
+// burst of new connections that go idle would otherwise all be there for their first second.
+const detachCrowd = 1024
 
 // schedule sets parked c's deadline for its next step: its socket leaving Go's poller, or its idle
 // timeout; p.mu is held.

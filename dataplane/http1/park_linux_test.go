@@ -395,6 +395,38 @@ func TestParkedDetachAfter(t *testing.T) {
 	}
 }
 
+// Once detachCrowd connections are parked, a connection parking leaves Go's poller at once rather
+// than after detachAfter: the crowd's poll descriptors are not made in the first place.
+func TestParkedCrowdDetachesAtOnce(t *testing.T) {
+	const crowd = 4
+	s := &Server{Handler: echo, detach: time.Hour, crowd: crowd}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := &holdingListener{Listener: l}
+	r := startOn(t, s, hl, l.Addr().String())
+	var clients []*client
+	for i := range crowd + 2 {
+		c := dial(t, r.addr)
+		c.do(get("/"))
+		waitParked(t, s, i+1)
+		clients = append(clients, c)
+	}
+	for i, h := range hl.held {
+		_, detached := h.Socket().(closedSocket)
+		if want := i >= crowd; detached != want {
+			t.Errorf("connection %d parked with %d others: out of Go's poller %v, want %v", i, i, detached, want)
+		}
+	}
+	// Detached or not, each is served on.
+	for i, c := range clients {
+		if _, body := c.do(get(fmt.Sprintf("/%d", i))); body != fmt.Sprintf("GET /%d", i) {
+			t.Errorf("connection %d: %q after parking", i, body)
+		}
+	}
+}
+
 // Where the parker cannot take a connection, a new goroutine takes the wait once and keeps it until
 // the idle timeout (no hand-off every idleHandOff).
 func TestHandOffWithoutParker(t *testing.T) {

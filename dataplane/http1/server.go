@@ -66,6 +66,7 @@ type Server struct {
 	idle      parker        // connections idle past idleHandOff, held without a goroutine
 	handOff   time.Duration // idleHandOff if 0 (benchmarks set it to park after every request)
 	detach    time.Duration // detachAfter if 0; below 0, at once (tests and benchmarks)
+	crowd     int           // detachCrowd if 0 (tests)
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
