@@ -9,9 +9,12 @@ import (
 	"github.com/fleetgate/fleetgate/dataplane/upstream"
 )
 
-// clientConn is one client connection's own backend connections, for settings with
+// ClientConn is one client connection's own backend connections, for settings with
 // dedicatedBackendConnection: never shared with another client, closed when the client's closes.
-type clientConn struct {
+// The zero value is ready; its pools are made on first use (most connections never need one).
+// A server gives a connection's requests its ClientConn with WithClientConn and calls Close when
+// the connection closes or is hijacked; ConnHooks does both for any server.
+type ClientConn struct {
 	mu    sync.Mutex
 	pools map[string]*upstream.Pool // by server address
 	done  bool
@@ -19,13 +22,18 @@ type clientConn struct {
 
 type clientConnKey struct{}
 
-func clientConnOf(ctx context.Context) *clientConn {
-	cc, _ := ctx.Value(clientConnKey{}).(*clientConn)
+// WithClientConn makes cc the client connection of the requests under ctx.
+func WithClientConn(ctx context.Context, cc *ClientConn) context.Context {
+	return context.WithValue(ctx, clientConnKey{}, cc)
+}
+
+func clientConnOf(ctx context.Context) *ClientConn {
+	cc, _ := ctx.Value(clientConnKey{}).(*ClientConn)
 	return cc
 }
 
 // pool returns the client connection's own pool to a server; nil once the client connection closed.
-func (cc *clientConn) pool(addr string, opts upstream.Options) *upstream.Pool {
+func (cc *ClientConn) pool(addr string, opts upstream.Options) *upstream.Pool {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cc.done {
@@ -43,7 +51,8 @@ func (cc *clientConn) pool(addr string, opts upstream.Options) *upstream.Pool {
 	return p
 }
 
-func (cc *clientConn) close() {
+// Close closes the backend connections, and makes later requests use the shared pools.
+func (cc *ClientConn) Close() {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	cc.done = true
@@ -53,17 +62,18 @@ func (cc *clientConn) close() {
 	cc.pools = nil
 }
 
-// ConnHooks tracks client connections for dedicated backend connections: set ConnContext and
-// ConnState of every listener's server to these.
+// ConnHooks gives the connections of any server a ClientConn each, in a map by connection: set
+// ConnContext and ConnState of the server to these. (A server whose connections can hold their
+// ClientConn does without the map: see the worker.)
 type ConnHooks struct {
-	conns sync.Map // net.Conn -> *clientConn
+	conns sync.Map // net.Conn -> *ClientConn
 }
 
 // ConnContext gives each client connection its own (lazily filled) set of backend connections.
 func (h *ConnHooks) ConnContext(ctx context.Context, c net.Conn) context.Context {
-	cc := &clientConn{} // pools made on first use: most connections never need one
+	cc := &ClientConn{}
 	h.conns.Store(c, cc)
-	return context.WithValue(ctx, clientConnKey{}, cc)
+	return WithClientConn(ctx, cc)
 }
 
 // ConnState closes a client connection's backend connections when it closes or is hijacked.
@@ -72,6 +82,6 @@ func (h *ConnHooks) ConnState(c net.Conn, st http.ConnState) {
 		return
 	}
 	if v, ok := h.conns.LoadAndDelete(c); ok {
-		v.(*clientConn).close()
+		v.(*ClientConn).Close()
 	}
 }

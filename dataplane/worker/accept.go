@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/dataplane/http1"
+	"github.com/fleetgate/fleetgate/dataplane/proxy"
 )
 
 // acceptor owns an HTTP(S) port's socket. One goroutine accepts connections, no more than the
@@ -295,11 +296,27 @@ func (l h2Listener) Accept() (net.Conn, error) { return l.h.accept(l.h.h2conns) 
 func (l h2Listener) Close() error              { return l.h.Close() }
 func (l h2Listener) Addr() net.Addr            { return l.h.Addr() }
 
-// countedConn holds one of the acceptor's connection slots until it is closed.
+// countedConn holds one of the acceptor's connection slots until it is closed, and the
+// connection's dedicated backend connections (no map by connection needed to find them).
 type countedConn struct {
 	net.Conn
-	a    *acceptor
-	once sync.Once
+	a         *acceptor
+	once      sync.Once
+	dedicated proxy.ClientConn
+}
+
+// countedOf finds the countedConn under c (a TLS connection's), nil if there is none.
+func countedOf(c net.Conn) *countedConn {
+	for {
+		switch x := c.(type) {
+		case *countedConn:
+			return x
+		case interface{ NetConn() net.Conn }: // *tls.Conn
+			c = x.NetConn()
+		default:
+			return nil
+		}
+	}
 }
 
 func (c *countedConn) Close() error {

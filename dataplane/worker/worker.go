@@ -47,7 +47,6 @@ type Worker struct {
 	proxy  *proxy.Proxy
 	l4     *l4.Proxy
 	health *health.Manager
-	hooks  proxy.ConnHooks
 
 	changed  chan struct{}
 	stopFwd  chan struct{}
@@ -327,13 +326,13 @@ func (w *Worker) startServer(port int32, l *listener) {
 		ReadHeaderTimeout: l.spec.limits.readHeaderTimeout,
 		IdleTimeout:       l.spec.limits.idleTimeout,
 		MaxHeaderBytes:    l.spec.limits.maxHeaderBytes,
-		ConnContext:       w.hooks.ConnContext,
+		ConnContext:       connContext,
 		ConnState:         w.connState,
 		Log:               w.log,
 	}
 	if mode.http2 {
 		s.h2 = newServer(h, l.spec, w.log)
-		s.h2.ConnContext, s.h2.ConnState = w.hooks.ConnContext, w.connState
+		s.h2.ConnContext, s.h2.ConnState = connContext, w.connState
 		serve(func() error { return s.h2.Serve(view.H2()) })
 		if !mode.https {
 			s.h1.H2C = func(c net.Conn) {
@@ -452,6 +451,17 @@ func newServer(h http.Handler, spec portSpec, log *slog.Logger) *http.Server {
 	}
 }
 
+// connContext gives a client connection's requests its dedicated backend connections, which
+// the acceptor's countedConn holds (under TLS too). Dedicated connections need enableHttp2 off
+// (config validation), so no h2c connection, handed over by the HTTP/1 server as a replay of its
+// first bytes, ever needs them.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if cc := countedOf(c); cc != nil {
+		return proxy.WithClientConn(ctx, &cc.dedicated)
+	}
+	return ctx
+}
+
 // connState counts client connections and closes dedicated backend connections with them.
 func (w *Worker) connState(c net.Conn, st http.ConnState) {
 	switch st {
@@ -459,6 +469,8 @@ func (w *Worker) connState(c net.Conn, st http.ConnState) {
 		w.cfg.Metrics.Connection(1)
 	case http.StateClosed, http.StateHijacked:
 		w.cfg.Metrics.Connection(-1)
+		if cc := countedOf(c); cc != nil {
+			cc.dedicated.Close()
+		}
 	}
-	w.hooks.ConnState(c, st)
 }
