@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -232,6 +233,9 @@ func (p *Pool) put(c *conn) {
 	}
 	c.reused = true
 	c.idleSince = time.Now()
+	// Nothing of the exchange stays with the idle connection: the response refers to the
+	// outgoing request, which a proxy builds from its client's (and its pooled buffers).
+	c.resp, c.body = http.Response{}, respBody{}
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.opts.MaxIdleConns {
 		p.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -330,4 +331,35 @@ func TestCancel(t *testing.T) {
 	if b.accepted.Load() != before {
 		t.Error("backend contacted with a canceled context")
 	}
+}
+
+// An idle pooled connection holds nothing of the exchange it served: not the outgoing request
+// (which a proxy builds from its client's request, pooled buffers and all), nor the response.
+func TestIdleConnHoldsNoRequest(t *testing.T) {
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	p := NewPool(b.addr(), Options{})
+	defer p.Close()
+	freed := make(chan struct{})
+	out := newOut(t, "GET", b.addr(), "/", nil)
+	runtime.AddCleanup(out, func(ch chan struct{}) { close(ch) }, freed)
+	w := newSpy()
+	if status, err := p.Forward(context.Background(), w, out, time.Second); err != nil || status != 200 {
+		t.Fatalf("status %d, err %v", status, err)
+	}
+	out = nil
+	p.mu.Lock()
+	idle := len(p.idle)
+	p.mu.Unlock()
+	if idle != 1 {
+		t.Fatalf("%d idle connections after the exchange, want 1", idle)
+	}
+	for range 50 {
+		runtime.GC()
+		select {
+		case <-freed:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Error("the outgoing request of an exchange is still reachable from the idle connection")
 }
