@@ -13,12 +13,14 @@
 // The floor is paid in memory: up to MinHeap of garbage stays in the process between collections.
 // So when the process goes idle (it allocates less than IdleAlloc in an interval) after being busy,
 // the pacer collects and hands the free memory back to the OS, once, if there is enough of it to be
-// worth a collection: an idle worker's RSS is then its live heap, not the floor.
+// worth a collection: an idle worker's RSS is then its live heap (sync.Pools emptied), not the
+// floor.
 package gcpace
 
 import (
 	"context"
 	"math"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -135,6 +137,9 @@ func (p *Pacer) releaseIfIdle(live uint64) {
 	if held < live+releaseMin {
 		return
 	}
+	// Two collections: the first moves what sync.Pools hold (buffers of the busy spell's peak) to
+	// their victim caches, the second frees them, and FreeOSMemory then returns the pages.
+	runtime.GC()
 	debug.FreeOSMemory()
 	p.Releases++
 }

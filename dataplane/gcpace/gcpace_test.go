@@ -4,7 +4,9 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestPercent(t *testing.T) {
@@ -74,6 +76,13 @@ func TestReleaseWhenIdle(t *testing.T) {
 	}
 	p.Update() // the first reading
 	busy()
+	// A buffer left in a sync.Pool at the end of the busy spell is freed by the release too.
+	var pool sync.Pool
+	pooled := make(chan struct{})
+	buf := make([]byte, 64<<10)
+	runtime.AddCleanup(&buf[0], func(ch chan struct{}) { close(ch) }, pooled)
+	pool.Put(buf)
+	buf = nil
 	p.Update()
 	if p.Releases != 0 {
 		t.Fatalf("busy interval: %d releases, want 0", p.Releases)
@@ -86,6 +95,12 @@ func TestReleaseWhenIdle(t *testing.T) {
 	if after := held(); after+32<<20 > before {
 		t.Errorf("heap held %d MiB before the release, %d MiB after: want 32 MiB or more handed back", before>>20, after>>20)
 	}
+	select {
+	case <-pooled:
+	case <-time.After(5 * time.Second):
+		t.Error("the buffer in a sync.Pool outlived the release")
+	}
+	runtime.KeepAlive(&pool)
 	p.Update()
 	if p.Releases != 1 {
 		t.Errorf("still idle: %d releases, want 1 (one per idle spell)", p.Releases)
