@@ -81,8 +81,7 @@ func TestReleaseWhenIdle(t *testing.T) {
 	pooled := make(chan struct{})
 	buf := make([]byte, 64<<10)
 	runtime.AddCleanup(&buf[0], func(ch chan struct{}) { close(ch) }, pooled)
-	pool.Put(buf)
-	buf = nil
+	pool.Put(&buf)
 	p.Update()
 	if p.Releases != 0 {
 		t.Fatalf("busy interval: %d releases, want 0", p.Releases)
