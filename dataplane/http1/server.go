@@ -127,7 +127,7 @@ func (s *Server) ServeConn(rw net.Conn) {
 }
 
 func (s *Server) newConn(rw net.Conn) *conn {
-	c := &conn{s: s, rw: rw, created: time.Now()}
+	c := &conn{s: s, rw: rw, created: int64(time.Since(epoch))}
 	c.state.Store(int32(http.StateNew))
 	s.mu.Lock()
 	if s.shutting.Load() {
@@ -194,6 +194,10 @@ func (s *Server) closeListeners() {
 	}
 }
 
+// epoch is the zero of conn.created: a count of nanoseconds takes 8 bytes a connection, a
+// time.Time 24.
+var epoch = time.Now()
+
 // newConnGrace is how long Shutdown leaves a connection that has not sent its first request, as
 // net/http does: its request may be on the way.
 const newConnGrace = 5 * time.Second
@@ -204,7 +208,7 @@ func (s *Server) closeIdle() bool {
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		st := http.ConnState(c.state.Load())
-		if st == http.StateNew && time.Since(c.created) < newConnGrace {
+		if st == http.StateNew && time.Since(epoch)-time.Duration(c.created) < newConnGrace {
 			continue
 		}
 		if (st == http.StateIdle || st == http.StateNew) && c.state.CompareAndSwap(int32(st), int32(http.StateClosed)) {
@@ -226,7 +230,7 @@ func (s *Server) maxHeaderBytes() int {
 type conn struct {
 	s       *Server
 	rw      net.Conn
-	created time.Time
+	created int64        // when accepted: nanoseconds since epoch (monotonic)
 	state   atomic.Int32 // http.ConnState; StateClosed once Shutdown has claimed an idle one
 	ctx     context.Context
 	remote  string
@@ -426,7 +430,7 @@ func (c *conn) awaitRequest(n int) awaitResult {
 	}
 	if c.waiter == nil {
 		c.x = getExchange()
-		c.prefix = prefixReader{b: c.first[:1], r: c.rw}
+		c.prefix = prefixReader{c: c}
 		c.x.br.Reset(&c.prefix)
 	}
 	c.x.bw.Reset(c.rw)
@@ -575,19 +579,19 @@ func (c *conn) lingerClose() {
 	io.Copy(io.Discard, io.LimitReader(c.rw, 256<<10))
 }
 
-// prefixReader reads b, then r.
+// prefixReader reads the byte that woke its connection (first), then from the connection.
 type prefixReader struct {
-	b []byte
-	r io.Reader
+	c    *conn
+	done bool
 }
 
 func (p *prefixReader) Read(b []byte) (int, error) {
-	if len(p.b) > 0 {
-		n := copy(b, p.b)
-		p.b = p.b[n:]
-		return n, nil
+	if !p.done && len(b) > 0 {
+		b[0] = p.c.first[0]
+		p.done = true
+		return 1, nil
 	}
-	return p.r.Read(b)
+	return p.c.rw.Read(b)
 }
 
 var emptyRequest = new(http.Request)
