@@ -214,6 +214,12 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 	}
 	bs := st.targets[t.Pair]
 	ex.listener, ex.rule, ex.pool = t.Listener, t.Rule, bs.pool
+	if r.ContentLength == 0 {
+		// A server request of length 0 has no body, but HTTP/2 gives one that ends at once: it
+		// goes on without, as net/http's ReverseProxy does, or a GET would reach the backend
+		// chunked (with an empty body) and lose its retry on a stale backend connection.
+		r.Body = http.NoBody
+	}
 	if max := st.maxBody; max > 0 {
 		if r.ContentLength > max {
 			ex.status = http.StatusRequestEntityTooLarge

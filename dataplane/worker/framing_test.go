@@ -1,8 +1,14 @@
 package worker_test
 
 import (
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +156,75 @@ func TestWellFramedRequestsPass(t *testing.T) {
 			resps, _ = exchange(t, c, "GET /close HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n", 1)
 			must(t, resps[0].StatusCode == 200 && resps[0].Close, "Connection: close: %d, Close %v", resps[0].StatusCode, resps[0].Close)
 			must(t, closedByPeer(c, 5*time.Second), "connection left open after Connection: close")
+		})
+	}
+}
+
+// A request reaches the backend framed as the client framed it, over HTTP/1.1, HTTP/2 (TLS) and
+// h2c alike: no body framing for a GET (HTTP/2 hands the handler a GET with a body that ends at
+// once: it must not go on chunked), Content-Length: 0 for an empty POST, the length when known,
+// chunked when not.
+func TestBodyFramingAcrossProtocols(t *testing.T) {
+	type framing struct {
+		te     []string
+		length int64
+		body   string
+	}
+	got := make(chan framing, 1)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			return // a health probe
+		}
+		b, _ := io.ReadAll(r.Body)
+		got <- framing{r.TransferEncoding, r.ContentLength, string(b)}
+	}))
+	t.Cleanup(origin.Close)
+	_, p, _ := net.SplitHostPort(origin.Listener.Addr().String())
+	originPort, _ := strconv.Atoi(p)
+
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2", "h2c"} {
+		t.Run(strings.ReplaceAll(proto, "/", ""), func(t *testing.T) {
+			w := startWorker(t)
+			port := freePort(t)
+			listener, scheme := "Https", "https"
+			tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // the test's own certificate
+			switch proto {
+			case "HTTP/2":
+				tr.ForceAttemptHTTP2 = true
+			case "h2c":
+				listener, scheme = "Http", "http"
+				tr.Protocols = new(http.Protocols)
+				tr.Protocols.SetUnencryptedHTTP2(true)
+			}
+			apply(t, w, 1, gatewayDoc(t, listener, port, originPort, ""))
+			url := scheme + "://127.0.0.1:" + strconv.Itoa(port) + "/x"
+			for _, tc := range []struct {
+				method string
+				body   io.Reader
+				want   framing
+			}{
+				{"GET", nil, framing{nil, 0, ""}},
+				{"POST", http.NoBody, framing{nil, 0, ""}},
+				{"POST", strings.NewReader("hello"), framing{nil, 5, "hello"}},
+				{"POST", io.MultiReader(strings.NewReader("hel"), strings.NewReader("lo")), framing{[]string{"chunked"}, -1, "hello"}},
+			} {
+				req, _ := http.NewRequest(tc.method, url, tc.body)
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatalf("%s: %v", tc.method, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				must(t, resp.ProtoMajor == 2 == (proto != "HTTP/1.1"), "served over %s, want %s", resp.Proto, proto)
+				select {
+				case f := <-got:
+					must(t, slices.Equal(f.te, tc.want.te) && f.length == tc.want.length && f.body == tc.want.body,
+						"%s %s: the backend got Transfer-Encoding %v, length %d, body %q; want %v, %d, %q",
+						proto, tc.method, f.te, f.length, f.body, tc.want.te, tc.want.length, tc.want.body)
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%s %s: nothing reached the backend (status %d)", proto, tc.method, resp.StatusCode)
+				}
+			}
 		})
 	}
 }
