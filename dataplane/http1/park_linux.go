@@ -38,7 +38,8 @@ type parker struct {
 	closed bool
 	done   chan struct{} // closed when the goroutine reading ep has ended
 	events []syscall.EpollEvent
-	ready  []*conn
+	ready  []*conn    // woken: resumed in a goroutine each
+	ended  []*conn    // closed by their clients while detached: closed by the parker's goroutine
 	timers parkTimers // the parked connections' next steps, on one timer
 }
 
@@ -315,7 +316,11 @@ func (p *parker) run() {
 				goOn = !hungUp(s.c.park.fd)
 			}
 			p.release(s.c, goOn)
-			p.ready = append(p.ready, s.c)
+			if goOn {
+				p.ready = append(p.ready, s.c)
+			} else {
+				p.ended = append(p.ended, s.c)
+			}
 		}
 		p.mu.Unlock()
 		for i, c := range p.ready {
@@ -323,12 +328,18 @@ func (p *parker) run() {
 			p.ready[i] = nil
 		}
 		p.ready = p.ready[:0]
+		// Closed here: a goroutine each only to close them would cost a stack each when many
+		// clients leave at once.
+		for i, c := range p.ended {
+			c.end()
+			p.ended[i] = nil
+		}
+		p.ended = p.ended[:0]
 	}
 }
 
 // expire is parked c's next step, due: its socket leaves Go's poller once it has been parked for
-// detachAfter; its idle timeout having passed, the parker takes it back and its loop, resumed,
-// finds the read deadline gone and closes it.
+// detachAfter; its idle timeout having passed, the parker takes it back and closes it.
 func (p *parker) expire(c *conn) {
 	p.mu.Lock()
 	ps := &c.park
@@ -360,8 +371,9 @@ func (p *parker) expire(c *conn) {
 		return
 	}
 	p.mu.Unlock()
+	// The idle timeout has passed: closed here (in the timer's goroutine), as its loop would.
 	if p.takeBack(c, false) {
-		go c.loop(c.park.n)
+		c.end()
 	}
 }
 

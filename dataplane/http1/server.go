@@ -300,18 +300,8 @@ const idleHandOff = 100 * time.Millisecond
 func (c *conn) loop(n int) {
 	keep := false // the connection lives on in another goroutine, or with a hijacker
 	defer func() {
-		if keep {
-			return
-		}
-		if c.x != nil {
-			c.x.release()
-			c.x = nil
-		}
-		c.rw.Close()
-		c.s.forget(c)
-		c.state.Store(int32(http.StateClosed))
-		if c.s.ConnState != nil {
-			c.s.ConnState(c.rw, http.StateClosed)
+		if !keep {
+			c.end()
 		}
 	}()
 	for ; ; n++ {
@@ -435,6 +425,21 @@ func (c *conn) awaitRequest(n int) awaitResult {
 	}
 	c.x.bw.Reset(c.rw)
 	return awaitReady
+}
+
+// end closes c and tells ConnState: at the end of its loop, or, for a parked connection its client
+// has closed or whose idle timeout has passed, in the parker (no goroutine is started to close it).
+func (c *conn) end() {
+	if c.x != nil {
+		c.x.release()
+		c.x = nil
+	}
+	c.rw.Close()
+	c.s.forget(c)
+	c.state.Store(int32(http.StateClosed))
+	if c.s.ConnState != nil {
+		c.s.ConnState(c.rw, http.StateClosed)
+	}
 }
 
 // h2Preface reports whether the connection opens with the HTTP/2 client preface.
