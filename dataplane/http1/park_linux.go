@@ -371,27 +371,32 @@ func (p *parker) expire(c *conn) {
 		return
 	}
 	p.mu.Unlock()
-	// The idle timeout has passed: closed here (in the timer's goroutine), as its loop would.
-	if p.takeBack(c, false) {
+	// The idle timeout has passed. A detached connection is closed here (in the timer's goroutine):
+	// nothing of it is in Go's hands that could block. A live one is closed by its loop, as a TLS
+	// connection's close writes an alert.
+	if taken, detached := p.takeBack(c, false); taken && detached {
 		c.end()
+	} else if taken {
+		go c.loop(c.park.n)
 	}
 }
 
 // unpark takes c back from the parker if it is parked, taking its descriptor out of the epoll set
 // (before anyone closes it); the caller then resumes its loop. False if c was not parked.
 func (p *parker) unpark(c *conn) bool {
-	return p.takeBack(c, true)
+	taken, _ := p.takeBack(c, true)
+	return taken
 }
 
 // takeBack is unpark; goOn false says the connection is to close (its socket is not worth
-// giving back to Go's poller).
-func (p *parker) takeBack(c *conn, goOn bool) bool {
+// giving back to Go's poller). detached reports that the connection had left Go's poller.
+func (p *parker) takeBack(c *conn, goOn bool) (taken, detached bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !c.park.parked {
-		return false
+		return false, false
 	}
-	detached := c.park.detached
+	detached = c.park.detached
 	p.release(c, goOn)
 	if !detached {
 		c.park.sock.Control(func(fd uintptr) {
@@ -399,7 +404,7 @@ func (p *parker) takeBack(c *conn, goOn bool) bool {
 		})
 		c.park.armed = false
 	}
-	return true
+	return true, detached
 }
 
 // release forgets parked c (giving a detached connection its socket back, if it goes on); p.mu

@@ -427,8 +427,9 @@ func (c *conn) awaitRequest(n int) awaitResult {
 	return awaitReady
 }
 
-// end closes c and tells ConnState: at the end of its loop, or, for a parked connection its client
-// has closed or whose idle timeout has passed, in the parker (no goroutine is started to close it).
+// end closes c and tells ConnState: at the end of its loop, or, for a detached parked connection
+// its client has closed or whose idle timeout has passed, in the parker (no goroutine is started
+// to close it, and nothing of it is left in Go's hands that could block the close).
 func (c *conn) end() {
 	if c.x != nil {
 		c.x.release()
