@@ -57,10 +57,15 @@ type conn struct {
 	scratch [32]byte // for formatting integers
 
 	// The response being read (readResponseHead): reused from one exchange to the next.
-	head []byte
-	resp http.Response
-	body respBody
+	head   []byte
+	header http.Header
+	resp   http.Response
+	body   respBody
 }
+
+// maxReusedHeader is the most header fields a response may have for its header map to be kept
+// for the connection's next response: a map grown by an unusual response is dropped, not kept.
+const maxReusedHeader = 32
 
 func newConn(nc net.Conn, p *Pool) *conn {
 	c := &conn{nc: nc, pool: p}

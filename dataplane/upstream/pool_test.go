@@ -363,3 +363,47 @@ func TestIdleConnHoldsNoRequest(t *testing.T) {
 	}
 	t.Error("the outgoing request of an exchange is still reachable from the idle connection")
 }
+
+// A backend connection reuses its response header map from one response to the next: nothing of
+// one response's header shows in the next one's, however many fields it had.
+func TestResponseHeaderNotCarriedOver(t *testing.T) {
+	var n atomic.Int32
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		switch n.Add(1) {
+		case 1:
+			w.Header().Set("X-First", "1")
+		case 2:
+			for i := range 40 { // more fields than a reused map keeps
+				w.Header().Set(fmt.Sprintf("X-Many-%d", i), "v")
+			}
+		}
+		io.WriteString(w, "ok")
+	})
+	p := NewPool(b.addr(), Options{})
+	defer p.Close()
+	var got []http.Header
+	for range 3 {
+		w := newSpy()
+		if status, err := p.Forward(context.Background(), w, newOut(t, "GET", b.addr(), "/", nil), time.Second); err != nil || status != 200 {
+			t.Fatalf("status %d, err %v", status, err)
+		}
+		got = append(got, w.Header())
+	}
+	if n := b.accepted.Load(); n != 1 {
+		t.Fatalf("%d backend connections, want the one reused", n)
+	}
+	if got[0].Get("X-First") != "1" || len(got[1].Values("X-Many-39")) != 1 {
+		t.Fatalf("responses' headers %v and %v, want X-First in the first, X-Many-* in the second", got[0], got[1])
+	}
+	if _, ok := got[1]["X-First"]; ok {
+		t.Errorf("the second response has X-First, from the first")
+	}
+	for k := range got[2] {
+		if k == "X-First" || strings.HasPrefix(k, "X-Many-") {
+			t.Errorf("the third response has %s, from an earlier one", k)
+		}
+	}
+	if got[0].Get("X-First") != "1" {
+		t.Errorf("the first response's header changed after later ones: %v", got[0])
+	}
+}

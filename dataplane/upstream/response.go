@@ -19,8 +19,8 @@ import (
 // trailers) when Transfer-Encoding says so on HTTP/1.1; Content-Length; else the body runs to the
 // connection's close. The whole head becomes one string that every header value is a piece of,
 // and the values share one backing array: a response costs three allocations here, against
-// ReadResponse's dozen. The returned Response is c's own, valid until c's next exchange; its
-// header map and values are the caller's to keep.
+// ReadResponse's dozen. The returned Response is c's own, valid until c's next exchange, and so is
+// its header map (c's, cleared for each response); the header values are the caller's to keep.
 func readResponseHead(c *conn, req *http.Request) (*http.Response, error) {
 	head, err := readHeadLines(c.br, &c.head, 0)
 	if err != nil {
@@ -51,7 +51,13 @@ func readResponseHead(c *conn, req *http.Request) (*http.Response, error) {
 
 	n := strings.Count(rest, "\n")
 	strs := make([]string, 0, n)
-	h := make(http.Header, n)
+	h := c.header
+	if h == nil || len(h) > maxReusedHeader {
+		h = make(http.Header, n)
+		c.header = h
+	} else {
+		clear(h)
+	}
 	for rest != "" {
 		line, rest = cutLine(rest)
 		if line == "" {
