@@ -17,7 +17,9 @@
 #   basic      a Basic rule to one origin, HTTP/1.1 keep-alive (wrk): every target in TARGETS
 #   memory     each proxy's RSS (and PSS) idle after start, then holding MEM_CONNS idle keep-alive client
 #              connections, each after one request (scripts/bench/holdconns): every proxy in TARGETS;
-#              with https selected too, again over HTTPS for nginx, HAProxy and Fleetgate
+#              with https selected too, again over HTTPS, and with h2 selected, over HTTP/2 (ALPN h2),
+#              for nginx, HAProxy and Fleetgate (BENCH=memory,h2 for HTTP/2 on proxies that have not
+#              held the HTTPS pass's connections before: nginx and HAProxy keep that memory)
 #   affinity   cookie affinity, a returning client: the pool has two servers (the origin on NET.1
 #              and NET.7) and every request carries the affinity cookie the proxy issued.
 #              Fleetgate cookieBasedAffinity Enabled (an HMAC cookie checked per request); HAProxy
@@ -897,19 +899,27 @@ summarize() {
 }
 
 # ---- memory ----
-# Results are keyed by target, and by target/tls for the HTTPS pass.
+# Results are keyed by target, and by target/tls and target/h2 for the HTTPS and HTTP/2 passes.
 declare -A RSS_BEFORE=() RSS_HELD=() RSS_AFTER=() PSS_BEFORE=() PSS_HELD=() MEM_FAIL=()
 HOLD_PID=
-# MEM_TLS_PROXIES: the proxies whose HTTPS listener the memory benchmark also fills (with https).
-MEM_TLS_PROXIES=()
-if selected memory && need_tls; then
-	for t in "${PROXIES[@]}"; do [[ $t == nginx || $t == haproxy || $t == fleetgate ]] && MEM_TLS_PROXIES+=("$t"); done
+# MEM_TLS_PROXIES: the proxies whose HTTPS listener the memory benchmark also fills over HTTP/1.1
+# (with https); MEM_H2_PROXIES: over HTTP/2 (with h2).
+MEM_TLS_PROXIES=() MEM_H2_PROXIES=()
+if selected memory; then
+	for t in "${PROXIES[@]}"; do
+		[[ $t == nginx || $t == haproxy || $t == fleetgate ]] || continue
+		selected https && MEM_TLS_PROXIES+=("$t")
+		selected h2 && MEM_H2_PROXIES+=("$t")
+	done
 fi
 if selected memory && ((${#PROXIES[@]})); then
 	log "memory: RSS idle, then holding $MEM_CONNS idle keep-alive connections (sources $MEM_SOURCES)"
-	for k in "${PROXIES[@]}" "${MEM_TLS_PROXIES[@]/%//tls}"; do
-		t=${k%/tls} hold_addr=${ADDR[${k%/tls}]} hold_tls=
-		[[ $k == */tls ]] && hold_addr=$(ip_of "$t"):$TLS_PORT hold_tls=--tls
+	for k in "${PROXIES[@]}" "${MEM_TLS_PROXIES[@]/%//tls}" "${MEM_H2_PROXIES[@]/%//h2}"; do
+		t=${k%/*} hold_addr=${ADDR[${k%/*}]} hold_tls=
+		case $k in
+		*/tls) hold_addr=$(ip_of "$t"):$TLS_PORT hold_tls=--tls ;;
+		*/h2) hold_addr=$(ip_of "$t"):$TLS_PORT hold_tls="--tls --h2" ;;
+		esac
 		wait_idle >/dev/null
 		pid=${TPID[$t]} f=$RES/memory.${k/\//-}.out
 		RSS_BEFORE[$k]=$(rss_kib "$pid") PSS_BEFORE[$k]=$(pss_kib "$pid")
@@ -1124,6 +1134,16 @@ memory_report() {
 		echo "Over HTTPS (the TLS 1.3 listener of the https benchmark; \`holdconns --tls\`), one proxy after the other, after the plain pass:"
 		memory_table /tls "${MEM_TLS_PROXIES[@]}"
 	fi
+	if ((${#MEM_H2_PROXIES[@]})); then
+		echo
+		echo -n "Over HTTP/2 (ALPN h2 on the TLS 1.3 listener; \`holdconns --tls --h2\`: one GET on stream 1, the server's settings acknowledged), one proxy after the other, after the passes above"
+		if ((${#MEM_TLS_PROXIES[@]})); then
+			echo " (nginx and HAProxy keep the HTTPS pass's memory: their idle RSS here; BENCH=memory,h2 measures this pass without it):"
+		else
+			echo ":"
+		fi
+		memory_table /h2 "${MEM_H2_PROXIES[@]}"
+	fi
 	echo
 	echo "- RSS: the sum over the proxy's processes (nginx's master and worker count their shared pages twice); PSS counts a page shared by N processes 1/N in each, so its sum is the proxy's own footprint."
 	echo "- net/http servers (Caddy, the ReverseProxy) keep, per idle connection, a goroutine with its stack and the connection's read and write buffers; nginx and HAProxy keep a small connection structure and release the buffers of an idle keep-alive connection. Fleetgate does as they do: after 100 ms idle a connection waits in an epoll set of its server's with no goroutine and no buffer of its own (\`dataplane/http1\`'s parker; Go's TLS connection keeps its record buffers and ciphers), and an idle worker hands its garbage back to the OS (\`dataplane/gcpace\`)."
@@ -1221,6 +1241,15 @@ summary_report() {
 				fi
 			done
 			echo "| memory: RSS with $MEM_CONNS HTTPS conns (lower is better) | - |$cells"
+		fi
+		if ((${#MEM_H2_PROXIES[@]})); then
+			cells=""
+			for t in "${peers[@]}"; do
+				if [[ -z ${RSS_HELD[$t/h2]:-} || -z ${RSS_HELD[fleetgate/h2]:-} ]]; then cells+=" |"; else
+					cells+=" $(ratio "${RSS_HELD[fleetgate/h2]}" "${RSS_HELD[$t/h2]}") |"
+				fi
+			done
+			echo "| memory: RSS with $MEM_CONNS HTTP/2 conns (lower is better) | - |$cells"
 		fi
 	fi
 }

@@ -1,6 +1,6 @@
 // Command holdconns is the memory benchmark's client: it opens N keep-alive HTTP/1.1 connections to
-// one address, sends one GET on each and reads the whole response, then holds every connection open
-// (idle, keep-alive) until it is sent SIGTERM or SIGINT.
+// one address (with --tls --h2, HTTP/2 connections), sends one GET on each and reads the whole
+// response, then holds every connection open (idle, keep-alive) until it is sent SIGTERM or SIGINT.
 //
 // Once every connection has had its answer it prints one line to standard output:
 //
@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -27,6 +28,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 func main() {
@@ -38,8 +42,9 @@ func main() {
 	par := flag.Int("parallel", 64, "connections being opened at once")
 	timeout := flag.Duration("timeout", 60*time.Second, "time allowed to open every connection")
 	useTLS := flag.Bool("tls", false, "speak TLS (the server's certificate is not checked: loopback benchmarks only)")
+	useH2 := flag.Bool("h2", false, "with --tls: speak HTTP/2 (ALPN h2), one stream per connection")
 	flag.Parse()
-	if *addr == "" || *n < 1 || *par < 1 {
+	if *addr == "" || *n < 1 || *par < 1 || (*useH2 && !*useTLS) {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -80,7 +85,7 @@ func main() {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := open(openCtx, srcs[i%len(srcs)], *addr, req, *useTLS)
+				c, err := open(openCtx, srcs[i%len(srcs)], *addr, req, *useTLS, *useH2, *path, *host)
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err); cancel() })
 					continue
@@ -116,9 +121,10 @@ func main() {
 	<-ctx.Done()
 }
 
-// open dials addr from src (with TLS if useTLS), sends req and reads one response to its end. It
-// returns the TCP connection: a TLS connection over it needs nothing more while it idles.
-func open(ctx context.Context, src *net.TCPAddr, addr string, req []byte, useTLS bool) (*net.TCPConn, error) {
+// open dials addr from src (with TLS if useTLS), sends req (or, with useH2, a GET for path over
+// HTTP/2) and reads one response to its end. It returns the TCP connection: a TLS connection over
+// it needs nothing more while it idles.
+func open(ctx context.Context, src *net.TCPAddr, addr string, req []byte, useTLS, useH2 bool, path, host string) (*net.TCPConn, error) {
 	d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -127,9 +133,18 @@ func open(ctx context.Context, src *net.TCPAddr, addr string, req []byte, useTLS
 	c := nc.(*net.TCPConn)
 	var rw net.Conn = c
 	if useTLS {
-		rw = tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		proto := "http/1.1"
+		if useH2 {
+			proto = "h2"
+		}
+		rw = tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{proto}})
 	}
-	if err := exchange(rw, req); err != nil {
+	if useH2 {
+		err = exchangeH2(rw.(*tls.Conn), path, host)
+	} else {
+		err = exchange(rw, req)
+	}
+	if err != nil {
 		c.SetLinger(0)
 		c.Close()
 		return nil, err
@@ -163,6 +178,72 @@ func exchange(c net.Conn, req []byte) error {
 		return errors.New("unexpected bytes after the response")
 	}
 	return c.SetDeadline(time.Time{})
+}
+
+// exchangeH2 opens an HTTP/2 connection over c (ALPN h2), sends one GET for path and reads frames
+// until its response has ended, acknowledging the server's settings, as a browser's idle
+// connection would have it.
+func exchangeH2(c *tls.Conn, path, host string) error {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.Handshake(); err != nil {
+		return err
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		return fmt.Errorf("ALPN chose %q, not h2", p)
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		return err
+	}
+	fr := http2.NewFramer(c, bufio.NewReaderSize(c, 512))
+	if err := fr.WriteSettings(); err != nil {
+		return err
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", host}, {":path", path}, {"user-agent", "holdconns"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		return err
+	}
+	status := ""
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+		if f.Name == ":status" {
+			status = f.Value
+		}
+	})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return err
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				if err := fr.WriteSettingsAck(); err != nil {
+					return err
+				}
+			}
+		case *http2.HeadersFrame:
+			if _, err := dec.Write(f.HeaderBlockFragment()); err != nil {
+				return err
+			}
+			if status != "200" {
+				return fmt.Errorf("status %q", status)
+			}
+			if f.StreamEnded() {
+				return c.SetDeadline(time.Time{})
+			}
+		case *http2.DataFrame:
+			if f.StreamEnded() {
+				return c.SetDeadline(time.Time{})
+			}
+		case *http2.GoAwayFrame:
+			return fmt.Errorf("GOAWAY %v", f.ErrCode)
+		case *http2.RSTStreamFrame:
+			return fmt.Errorf("RST_STREAM %v", f.ErrCode)
+		}
+	}
 }
 
 func closeAll(conns []*net.TCPConn) {
