@@ -1233,24 +1233,20 @@ summary_report() {
 			fi
 		done
 		echo "| memory: RSS with $MEM_CONNS conns (lower is better) | - |$cells"
-		if ((${#MEM_TLS_PROXIES[@]})); then
+		local sfx label
+		for sfx in tls h2; do
+			case $sfx in
+			tls) ((${#MEM_TLS_PROXIES[@]})) || continue; label=HTTPS ;;
+			h2) ((${#MEM_H2_PROXIES[@]})) || continue; label=HTTP/2 ;;
+			esac
 			cells=""
 			for t in "${peers[@]}"; do
-				if [[ -z ${RSS_HELD[$t/tls]:-} || -z ${RSS_HELD[fleetgate/tls]:-} ]]; then cells+=" |"; else
-					cells+=" $(ratio "${RSS_HELD[fleetgate/tls]}" "${RSS_HELD[$t/tls]}") |"
+				if [[ -z ${RSS_HELD[$t/$sfx]:-} || -z ${RSS_HELD[fleetgate/$sfx]:-} ]]; then cells+=" |"; else
+					cells+=" $(ratio "${RSS_HELD[fleetgate/$sfx]}" "${RSS_HELD[$t/$sfx]}") |"
 				fi
 			done
-			echo "| memory: RSS with $MEM_CONNS HTTPS conns (lower is better) | - |$cells"
-		fi
-		if ((${#MEM_H2_PROXIES[@]})); then
-			cells=""
-			for t in "${peers[@]}"; do
-				if [[ -z ${RSS_HELD[$t/h2]:-} || -z ${RSS_HELD[fleetgate/h2]:-} ]]; then cells+=" |"; else
-					cells+=" $(ratio "${RSS_HELD[fleetgate/h2]}" "${RSS_HELD[$t/h2]}") |"
-				fi
-			done
-			echo "| memory: RSS with $MEM_CONNS HTTP/2 conns (lower is better) | - |$cells"
-		fi
+			echo "| memory: RSS with $MEM_CONNS $label conns (lower is better) | - |$cells"
+		done
 	fi
 }
 
