@@ -55,15 +55,11 @@ e2e: build
 faults: build
 	$(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '^Test(Fault|Soak)' ./scripts/e2e/ $(E2E_FLAGS) 2>&1 | grep -Ev '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-# Each fuzz target for FUZZTIME; their seed corpora (testdata/fuzz) also run in `make test`.
+# Each fuzz target for FUZZTIME (scripts/fuzz.sh); their seed corpora (testdata/fuzz) also run in
+# `make test`.
 FUZZTIME ?= 10s
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeValidate$$' -fuzztime=$(FUZZTIME) ./controlplane/config/
-	$(GO) test -run='^$$' -fuzz='^FuzzMatchRewrite$$' -fuzztime=$(FUZZTIME) ./dataplane/route/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./dataplane/http1/
-	$(GO) test -run='^$$' -fuzz='^FuzzAffinityCookie$$' -fuzztime=$(FUZZTIME) ./dataplane/proxy/
-	$(GO) test -run='^$$' -fuzz='^FuzzResponseHead$$' -fuzztime=$(FUZZTIME) ./dataplane/upstream/
-	$(GO) test -run='^$$' -fuzz='^FuzzConnectStream$$' -fuzztime=$(FUZZTIME) ./agent/
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 demo: build
 	./scripts/demo.sh
