@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"sync"
 
 	"github.com/fleetgate/fleetgate/dataplane/upstream"
@@ -13,7 +11,7 @@ import (
 // dedicatedBackendConnection: never shared with another client, closed when the client's closes.
 // The zero value is ready; its pools are made on first use (most connections never need one).
 // A server gives a connection's requests its ClientConn with WithClientConn and calls Close when
-// the connection closes or is hijacked; ConnHooks does both for any server.
+// the connection closes or is hijacked (the worker keeps it in its connection).
 type ClientConn struct {
 	mu    sync.Mutex
 	pools map[string]*upstream.Pool // by server address
@@ -60,28 +58,4 @@ func (cc *ClientConn) Close() {
 		p.Close()
 	}
 	cc.pools = nil
-}
-
-// ConnHooks gives the connections of any server a ClientConn each, in a map by connection: set
-// ConnContext and ConnState of the server to these. (A server whose connections can hold their
-// ClientConn does without the map: see the worker.)
-type ConnHooks struct {
-	conns sync.Map // net.Conn -> *ClientConn
-}
-
-// ConnContext gives each client connection its own (lazily filled) set of backend connections.
-func (h *ConnHooks) ConnContext(ctx context.Context, c net.Conn) context.Context {
-	cc := &ClientConn{}
-	h.conns.Store(c, cc)
-	return WithClientConn(ctx, cc)
-}
-
-// ConnState closes a client connection's backend connections when it closes or is hijacked.
-func (h *ConnHooks) ConnState(c net.Conn, st http.ConnState) {
-	if st != http.StateClosed && st != http.StateHijacked {
-		return
-	}
-	if v, ok := h.conns.LoadAndDelete(c); ok {
-		v.(*ClientConn).Close()
-	}
 }

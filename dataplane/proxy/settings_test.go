@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -193,9 +194,23 @@ func TestDedicatedBackendConnection(t *testing.T) {
 	if _, err := p.Apply(1, gw, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	var hooks proxy.ConnHooks
+	// Each client connection gets its ClientConn, closed with it, as the worker's connections hold
+	// theirs.
+	var conns sync.Map // net.Conn -> *proxy.ClientConn
 	fr := httptest.NewUnstartedServer(p.Handler(80))
-	fr.Config.ConnContext, fr.Config.ConnState = hooks.ConnContext, hooks.ConnState
+	fr.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		cc := new(proxy.ClientConn)
+		conns.Store(c, cc)
+		return proxy.WithClientConn(ctx, cc)
+	}
+	fr.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st != http.StateClosed && st != http.StateHijacked {
+			return
+		}
+		if v, ok := conns.LoadAndDelete(c); ok {
+			v.(*proxy.ClientConn).Close()
+		}
+	}
 	fr.Start()
 	defer fr.Close()
 

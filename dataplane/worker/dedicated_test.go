@@ -40,8 +40,8 @@ func TestDedicatedBackendConnection(t *testing.T) {
 			}
 			origin.Start()
 			t.Cleanup(origin.Close)
-			_, p, _ := net.SplitHostPort(origin.Listener.Addr().String())
-			originPort, _ := strconv.Atoi(p)
+			originPort := portOf(origin.Listener.Addr())
+			p := strconv.Itoa(originPort)
 
 			w := startWorker(t)
 			port := freePort(t)

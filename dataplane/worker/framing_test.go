@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -179,8 +178,7 @@ func TestBodyFramingAcrossProtocols(t *testing.T) {
 		got <- framing{r.TransferEncoding, r.ContentLength, string(b)}
 	}))
 	t.Cleanup(origin.Close)
-	_, p, _ := net.SplitHostPort(origin.Listener.Addr().String())
-	originPort, _ := strconv.Atoi(p)
+	originPort := portOf(origin.Listener.Addr())
 
 	for _, proto := range []string{"HTTP/1.1", "HTTP/2", "h2c"} {
 		t.Run(strings.ReplaceAll(proto, "/", ""), func(t *testing.T) {

@@ -69,8 +69,7 @@ func newBackend(t testing.TB) *backend {
 			close(b.hold)
 		}
 	})
-	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	b.port, _ = strconv.Atoi(p)
+	b.port = portOf(srv.Listener.Addr())
 	return b
 }
 
@@ -79,6 +78,9 @@ func (b *backend) requests() []seen {
 	defer b.mu.Unlock()
 	return append([]seen(nil), b.reqs...)
 }
+
+// portOf is the port of a listener's TCP address.
+func portOf(a net.Addr) int { return a.(*net.TCPAddr).Port }
 
 // freePort returns a TCP port free on 127.0.0.1.
 func freePort(t testing.TB) int {

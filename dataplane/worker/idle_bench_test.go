@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"slices"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -27,7 +26,7 @@ func BenchmarkIdleConnectionHeap(b *testing.B) {
 		w.Write([]byte("ok"))
 	}))
 	b.Cleanup(origin.Close)
-	_, originPort, _ := splitPort(origin.Listener.Addr().String())
+	originPort := portOf(origin.Listener.Addr())
 	w := startWorker(b)
 	port := freePort(b)
 	apply(b, w, 1, gatewayDoc(b, "Http", port, originPort, ""))
@@ -66,12 +65,6 @@ func stillOpen(fds []int) int {
 		}
 	}
 	return n
-}
-
-func splitPort(addr string) (string, int, error) {
-	i := bytes.LastIndexByte([]byte(addr), ':')
-	p, err := strconv.Atoi(addr[i+1:])
-	return addr[:i], p, err
 }
 
 // liveHeap is the heap in use after a full collection.
