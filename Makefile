@@ -7,6 +7,8 @@ BUF_VERSION            := v1.75.0
 PROTOC_GEN_GO_VERSION  := v1.36.12
 PROTOC_GEN_GRPC_VERSION:= v1.6.2
 STATICCHECK_VERSION    := v0.8.2
+# h2spec, the HTTP/2 conformance suite dataplane/http2's tests run (no go.mod: +incompatible).
+H2SPEC_VERSION         := v2.2.1+incompatible
 
 .PHONY: all build gen check-gen lint test unit e2e faults fuzz demo bench bench-controlplane tools clean
 
@@ -21,6 +23,7 @@ tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GO) install github.com/summerwind/h2spec/cmd/h2spec@$(H2SPEC_VERSION)
 
 gen:
 	PATH="$(GOBIN):$$PATH" $(GOBIN)/buf generate

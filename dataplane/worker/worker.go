@@ -19,6 +19,7 @@ import (
 	"github.com/fleetgate/fleetgate/controlplane/config"
 	"github.com/fleetgate/fleetgate/dataplane/health"
 	"github.com/fleetgate/fleetgate/dataplane/http1"
+	"github.com/fleetgate/fleetgate/dataplane/http2"
 	"github.com/fleetgate/fleetgate/dataplane/l4"
 	"github.com/fleetgate/fleetgate/dataplane/metrics"
 	"github.com/fleetgate/fleetgate/dataplane/probe"
@@ -70,12 +71,12 @@ type listener struct {
 }
 
 // server is the server of an HTTP(S) port, fed by a handoff listener of the port's acceptor:
-// HTTP/1.x connections go to h1, the data plane's own HTTP/1 server; with HTTP/2 on, h2 (net/http)
-// serves the connections that negotiated h2 by ALPN on Https ports, and those that h1 finds
+// HTTP/1.x connections go to h1, the data plane's own HTTP/1 server; with HTTP/2 on, h2, its own
+// HTTP/2 server, serves the connections that negotiated h2 by ALPN on Https ports, and those that h1 finds
 // opening with the HTTP/2 preface on Http ports (h2c by prior knowledge).
 type server struct {
 	h1   *http1.Server
-	h2   *http.Server
+	h2   *http2.Server
 	done chan struct{} // Serve returned (both)
 }
 
@@ -429,25 +430,17 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// newServer is the net/http server of a listener's HTTP/2 connections (h2 by ALPN over TLS; h2c
-// by prior knowledge in the clear, handed over by the HTTP/1 server), with the gateway's limits
-// against slow and oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the
-// proxy, as with HTTP/1.
-func newServer(h http.Handler, spec portSpec, log *slog.Logger) *http.Server {
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	if spec.mode.http2 {
-		protocols.SetHTTP2(spec.mode.https)
-		protocols.SetUnencryptedHTTP2(!spec.mode.https)
-	}
-	return &http.Server{
-		Handler:                      h,
-		Protocols:                    &protocols,
-		ReadHeaderTimeout:            spec.limits.readHeaderTimeout,
-		IdleTimeout:                  spec.limits.idleTimeout,
-		MaxHeaderBytes:               spec.limits.maxHeaderBytes,
-		DisableGeneralOptionsHandler: true,
-		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+// newServer is the server of a listener's HTTP/2 connections (h2 by ALPN over TLS; h2c by prior
+// knowledge in the clear, handed over by the HTTP/1 server), with the gateway's limits against
+// slow and oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the proxy,
+// as with HTTP/1.
+func newServer(h http.Handler, spec portSpec, log *slog.Logger) *http2.Server {
+	return &http2.Server{
+		Handler:           h,
+		ReadHeaderTimeout: spec.limits.readHeaderTimeout,
+		IdleTimeout:       spec.limits.idleTimeout,
+		MaxHeaderBytes:    spec.limits.maxHeaderBytes,
+		Log:               log,
 	}
 }
 

@@ -1,0 +1,461 @@
+package http2
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// holdBack is how much of a body is held back before the response starts: a response that ends
+// within it gets a content-length, and goes out with its HEADERS in one write.
+const holdBack = 8 << 10
+
+// maxReserve bounds the window one write takes, so that streams take turns.
+const maxReserve = 64 << 10
+
+// responseWriter is a stream's http.ResponseWriter.
+type responseWriter struct {
+	st         *stream
+	handler    http.Handler
+	header     http.Header
+	head       bool // a HEAD request: the body is counted, not sent
+	status     int
+	cl         int64    // the Content-Length the handler set; -1 if none
+	written    int64    // body bytes written by the handler
+	buf        []byte   // held back (from holdBufs)
+	fields     []string // the head's fields, name and value pairs (from fieldBufs), taken at WriteHeader
+	hasDate    bool     // fields has a date
+	sentHeader bool
+	ended      bool // END_STREAM sent
+	err        error
+}
+
+var holdBufs = sync.Pool{New: func() any { b := make([]byte, 0, holdBack); return &b }}
+
+func (w *responseWriter) Header() http.Header { return w.header }
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status != 0 || w.err != nil {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.sendInformational(code)
+		return
+	}
+	w.status = code
+	w.cl = -1
+	if v := w.header["Content-Length"]; len(v) > 0 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 {
+			w.cl = n
+		} else {
+			delete(w.header, "Content-Length")
+		}
+	}
+	w.snapshot()
+}
+
+// snapshot takes the header fields as they are at WriteHeader (as net/http does: what the
+// handler sets later, such as trailer values, stays out of the head), as HTTP/2 names and values.
+func (w *responseWriter) snapshot() {
+	if w.fields == nil {
+		w.fields = *fieldBufs.Get().(*[]string)
+	}
+	f := w.fields[:0]
+	w.hasDate = false
+	for k, vv := range w.header {
+		if connectionSpecific(k) || strings.HasPrefix(k, http.TrailerPrefix) ||
+			k == "Content-Length" && w.status != http.StatusNotModified && !bodyAllowed(w.status) ||
+			!httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		if k == "Date" {
+			w.hasDate = true
+		}
+		name := lowerName(k)
+		for _, v := range vv {
+			if httpguts.ValidHeaderFieldValue(v) {
+				f = append(f, name, v)
+			}
+		}
+	}
+	w.fields = f
+}
+
+var fieldBufs = sync.Pool{New: func() any { b := make([]string, 0, 32); return &b }}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.cl >= 0 && w.written+int64(len(p)) > w.cl {
+		return 0, http.ErrContentLength
+	}
+	w.written += int64(len(p))
+	if w.head || len(p) == 0 {
+		return len(p), nil
+	}
+	if !w.sentHeader && len(w.buf)+len(p) <= holdBack {
+		if w.buf == nil {
+			w.buf = *holdBufs.Get().(*[]byte)
+		}
+		w.buf = append(w.buf, p...)
+		if w.written == w.cl && !w.hasTrailers() {
+			w.send(nil, true) // complete: HEADERS and DATA go out now, with END_STREAM
+		}
+		return len(p), nil
+	}
+	end := w.written == w.cl && !w.hasTrailers()
+	if err := w.send(p, end); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Flush sends the header and what is held back.
+func (w *responseWriter) Flush() { w.FlushError() }
+
+// FlushError is Flush, with the write's error (as http.ResponseController finds it).
+func (w *responseWriter) FlushError() error {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if w.ended || w.sentHeader && len(w.buf) == 0 {
+		return nil
+	}
+	return w.send(nil, false)
+}
+
+// send writes the header if it is not out yet, then what is held back and p as DATA, within the
+// flow-control windows; end ends the stream with the last frame.
+func (w *responseWriter) send(p []byte, end bool) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.ended {
+		return nil
+	}
+	st := w.st
+	c := st.c
+	held := w.buf
+	if w.head {
+		held, p = nil, nil
+	}
+	for {
+		// Take the held-back bytes first, then p, as far as the windows allow.
+		var chunk, chunk2 []byte
+		if len(held)+len(p) > 0 {
+			n, err := st.reserve(len(held) + len(p))
+			if err != nil {
+				w.err = err
+				return err
+			}
+			k := min(n, len(held))
+			chunk, held = held[:k], held[k:]
+			chunk2, p = p[:n-k], p[n-k:]
+		}
+		last := end && len(held)+len(p) == 0
+		headers := !w.sentHeader
+		if !headers && len(chunk)+len(chunk2) == 0 && !last {
+			break
+		}
+		w.sentHeader = true
+		w.ended = last
+		if last {
+			st.localDone.Store(true)
+		}
+		err := c.write(func() error {
+			if headers {
+				if err := w.writeHeaders(w.status, last && len(chunk)+len(chunk2) == 0, last); err != nil {
+					return err
+				}
+				if last && len(chunk)+len(chunk2) == 0 {
+					return nil
+				}
+			}
+			return c.writeData(st.id, chunk, chunk2, last)
+		})
+		if err != nil {
+			w.err = err
+			return err
+		}
+		if len(held)+len(p) == 0 {
+			break
+		}
+	}
+	if w.buf != nil {
+		w.buf = w.buf[:0]
+	}
+	return nil
+}
+
+// reserve takes up to want bytes of the stream's and the connection's send windows, waiting for
+// them to open.
+func (st *stream) reserve(want int) (int, error) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if st.outErr != nil {
+			return 0, st.outErr
+		}
+		if st.sendWindow > 0 && c.sendWindow > 0 {
+			n := min(int64(want), st.sendWindow, c.sendWindow, maxReserve)
+			st.sendWindow -= n
+			c.sendWindow -= n
+			return int(n), nil
+		}
+		onConn := c.sendWindow <= 0
+		if onConn {
+			c.waiting++
+		}
+		st.cond.Wait()
+		if onConn {
+			c.waiting--
+		}
+	}
+}
+
+// finish ends the response after the handler returned: the header if it is not out, what is
+// held back, and the trailers or END_STREAM.
+func (w *responseWriter) finish() {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.ended || w.err != nil {
+		return
+	}
+	trailers := w.trailerFields()
+	if w.cl >= 0 && w.written != w.cl && bodyAllowed(w.status) && !w.head {
+		// Shorter than its Content-Length: the client must not take it as complete.
+		w.st.c.resetStream(w.st.id, http2.ErrCodeInternal)
+		return
+	}
+	if err := w.send(nil, len(trailers) == 0); err != nil || len(trailers) == 0 {
+		return
+	}
+	c := w.st.c
+	w.ended = true
+	w.st.localDone.Store(true)
+	w.err = c.write(func() error {
+		c.hbuf = c.hbuf[:0]
+		for i := 0; i < len(trailers); i += 2 {
+			c.henc.WriteField(hpack.HeaderField{Name: trailers[i], Value: trailers[i+1]})
+		}
+		return c.writeHeaderBlock(w.st.id, c.hbuf, true)
+	})
+}
+
+// hasTrailers reports whether the handler announced or set trailer fields.
+func (w *responseWriter) hasTrailers() bool {
+	if len(w.header["Trailer"]) > 0 {
+		return true
+	}
+	for k := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// trailerFields are the trailer fields set, as name and value pairs: those the Trailer header
+// announced, and those set with http.TrailerPrefix.
+func (w *responseWriter) trailerFields() []string {
+	if !w.hasTrailers() {
+		return nil
+	}
+	var out []string
+	add := func(k string, vv []string) {
+		if !httpguts.ValidHeaderFieldName(k) || connectionSpecific(k) {
+			return
+		}
+		for _, v := range vv {
+			if httpguts.ValidHeaderFieldValue(v) {
+				out = append(out, lowerName(k), v)
+			}
+		}
+	}
+	for _, v := range w.header["Trailer"] {
+		for k := range strings.SplitSeq(v, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if vv, ok := w.header[k]; ok && k != "" {
+				add(k, vv)
+			}
+		}
+	}
+	for k, vv := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			add(http.CanonicalHeaderKey(name), vv)
+		}
+	}
+	return out
+}
+
+// sendInformational sends a 1xx response (with the header fields set so far, as for 103 Early
+// Hints).
+func (w *responseWriter) sendInformational(code int) {
+	if w.sentHeader {
+		return
+	}
+	c := w.st.c
+	if err := c.write(func() error { return w.writeHeaders(code, false, false) }); err != nil {
+		w.err = err
+	}
+}
+
+// sendContinue answers "Expect: 100-continue" as the handler starts reading the body.
+func (w *responseWriter) sendContinue() {
+	c := w.st.c
+	c.write(func() error {
+		c.hbuf = c.hbuf[:0]
+		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+		return c.writeHeaderBlock(w.st.id, c.hbuf, false)
+	})
+}
+
+// writeHeaders writes the response's HEADERS (and CONTINUATION) frames; complete: all of the body
+// follows in this write section, so its length is known. In the write section.
+func (w *responseWriter) writeHeaders(code int, end, complete bool) error {
+	c := w.st.c
+	c.hbuf = c.hbuf[:0]
+	enc := c.henc
+	enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusValue(code)})
+	if code < 200 {
+		w.snapshot() // an informational response carries the fields set so far
+	}
+	for i := 0; i+1 < len(w.fields); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: w.fields[i], Value: w.fields[i+1]})
+	}
+	if code >= 200 {
+		if w.cl < 0 && complete && bodyAllowed(code) && (!w.head || w.written > 0) {
+			// All of the body is here: it gets a content-length.
+			enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(w.written, 10)})
+		}
+		if !w.hasDate {
+			enc.WriteField(hpack.HeaderField{Name: "date", Value: date()})
+		}
+	}
+	return c.writeHeaderBlock(w.st.id, c.hbuf, end)
+}
+
+// connectionSpecific reports the fields HTTP/2 does not carry (RFC 9113 8.2.2).
+func connectionSpecific(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+func bodyAllowed(code int) bool {
+	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
+}
+
+var statusValues = func() []string {
+	s := make([]string, 600)
+	for i := 100; i < len(s); i++ {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func statusValue(code int) string {
+	if code < len(statusValues) {
+		return statusValues[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// writeHeaderBlock writes a header block as HEADERS and, past the client's frame size,
+// CONTINUATION frames. In the write section.
+func (c *conn) writeHeaderBlock(id uint32, block []byte, end bool) error {
+	max := int(c.frameSize.Load())
+	n := min(len(block), max)
+	err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block[:n],
+		EndStream: end, EndHeaders: n == len(block)})
+	for block = block[n:]; err == nil && len(block) > 0; block = block[n:] {
+		n = min(len(block), max)
+		err = c.fr.WriteContinuation(id, n == len(block), block[:n])
+	}
+	return err
+}
+
+// writeData writes a and b as DATA frames of at most the client's frame size, the last with
+// END_STREAM if end. In the write section.
+func (c *conn) writeData(id uint32, a, b []byte, end bool) error {
+	max := int(c.frameSize.Load())
+	for len(a)+len(b) > 0 || end {
+		n := min(len(a)+len(b), max)
+		var flags byte
+		if end && n == len(a)+len(b) {
+			flags = byte(http2.FlagDataEndStream)
+		}
+		hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags,
+			byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+		c.bw.Write(hdr[:])
+		k := min(n, len(a))
+		c.bw.Write(a[:k])
+		a = a[k:]
+		_, err := c.bw.Write(b[:n-k])
+		b = b[n-k:]
+		if err != nil || flags != 0 {
+			return err
+		}
+		if len(a)+len(b) == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// release gives back the response's buffer after its handler.
+func (w *responseWriter) release() {
+	if w.fields != nil {
+		f := w.fields[:0]
+		w.fields = nil
+		fieldBufs.Put(&f)
+	}
+	if w.buf != nil {
+		b := w.buf[:0]
+		w.buf = nil
+		holdBufs.Put(&b)
+	}
+}
+
+// dates holds the Date field value of the current second.
+var dates atomic.Pointer[dateValue]
+
+type dateValue struct {
+	sec int64
+	s   string
+}
+
+func date() string {
+	now := time.Now()
+	if d := dates.Load(); d != nil && d.sec == now.Unix() {
+		return d.s
+	}
+	d := &dateValue{sec: now.Unix(), s: now.UTC().Format(http.TimeFormat)}
+	dates.Store(d)
+	return d.s
+}

@@ -1,0 +1,243 @@
+// Package http2 is the data plane's HTTP/2 server (RFC 9113), over TLS (ALPN h2) and in the clear
+// (h2c by prior knowledge). Frames are read and written with golang.org/x/net/http2's Framer and
+// hpack.
+//
+// net/http's HTTP/2 server keeps two goroutines a connection (a reader and a serve loop that owns
+// all state), starts a fresh goroutine for each stream, whose stack grows anew every time, and
+// makes each response at least two round trips to the serve loop: the handler waits until its
+// HEADERS frame is written before it queues DATA, and the writer flushes whenever its queue is
+// empty. A small response thus costs three write system calls.
+//
+// This server keeps one goroutine a connection, the reader, and runs handlers on a pool of
+// goroutines that outlive their stream (their stacks stay grown). Connection state is under a
+// mutex rather than owned by a loop; handlers write their own frames, under the connection's
+// write lock, and the last of the writers queued on that lock flushes: a response's HEADERS and
+// DATA go out in one write, and the responses of streams that finish together share one. An idle
+// connection holds no write buffer.
+//
+// What it leaves out: server push, the extended CONNECT protocol (RFC 8441), priorities (PRIORITY
+// frames are checked and ignored: streams are served in the order they are ready), Content-Type
+// sniffing, and the h2c upgrade from HTTP/1.1 (h2c is by prior knowledge only, as net/http's).
+package http2
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Server serves HTTP/2 connections. Set its fields before Serve.
+type Server struct {
+	Handler http.Handler
+	// ReadHeaderTimeout bounds the wait for the client's preface and first SETTINGS frame; 0: no
+	// limit.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes (GOAWAY, then close) a connection with no open stream for this long; 0: no
+	// limit.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); 0: 1 MiB.
+	MaxHeaderBytes int
+	// MaxConcurrentStreams is SETTINGS_MAX_CONCURRENT_STREAMS; 0: 250.
+	MaxConcurrentStreams uint32
+	// ConnContext, if set, gives the context of a connection's requests.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// ConnState, if set, is called as a connection opens (StateNew) and closes (StateClosed).
+	ConnState func(net.Conn, http.ConnState)
+	Log       *slog.Logger
+
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	listeners map[net.Listener]struct{}
+	shutting  atomic.Bool
+
+	// work hands a stream to an idle handler goroutine.
+	work chan *stream
+}
+
+// ErrServerClosed is what Serve returns after Shutdown or Close.
+var ErrServerClosed = http.ErrServerClosed
+
+const (
+	defaultMaxStreams     = 250
+	defaultMaxHeaderBytes = 1 << 20
+)
+
+func (s *Server) maxStreams() uint32 {
+	if s.MaxConcurrentStreams > 0 {
+		return s.MaxConcurrentStreams
+	}
+	return defaultMaxStreams
+}
+
+func (s *Server) maxHeaderBytes() uint32 {
+	if s.MaxHeaderBytes > 0 {
+		return uint32(s.MaxHeaderBytes)
+	}
+	return defaultMaxHeaderBytes
+}
+
+// Serve accepts connections from l and serves each in its own goroutine, until l fails or the
+// server is shut down. Running out of file descriptors (or a timeout) pauses accepting, 5 ms
+// doubling to 1 s, instead of ending it.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var pause time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.shutting.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				if s.Log != nil {
+					s.Log.Warn("accept failed; retrying", "err", err, "pause", pause)
+				}
+				time.Sleep(pause)
+				continue
+			}
+			return err
+		}
+		pause = 0
+		c := s.newConn(nc)
+		if c == nil {
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// ServeConn serves one connection (TLS already handshaken, or h2c) in the calling goroutine,
+// until it closes.
+func (s *Server) ServeConn(nc net.Conn) {
+	if c := s.newConn(nc); c != nil {
+		c.serve()
+	}
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		nc.Close()
+		return nil
+	}
+	if s.conns == nil {
+		s.conns = map[*conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	if s.ConnState != nil {
+		s.ConnState(nc, http.StateNew)
+	}
+	return c
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, sends GOAWAY on every connection, and waits, up to ctx, for their
+// streams to finish; each connection closes once its last stream has. When ctx ends first, the
+// connections left are closed and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
+	s.closeListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		go c.goAway()
+	}
+	s.mu.Unlock()
+	wait := time.Millisecond
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// Close closes the listeners and every connection at once.
+func (s *Server) Close() error {
+	s.shutting.Store(true)
+	s.closeListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range s.listeners {
+		l.Close()
+	}
+}
+
+// handlerLinger is how long a handler goroutine waits for the next stream before it exits.
+const handlerLinger = 2 * time.Second
+
+// dispatch runs st's handler on an idle handler goroutine, or a new one.
+func (s *Server) dispatch(st *stream) {
+	select {
+	case s.work <- st:
+	default:
+		go s.handle(st)
+	}
+}
+
+// handle runs handlers, st's first, then those it is handed, until none comes for handlerLinger.
+func (s *Server) handle(st *stream) {
+	var idle *time.Timer
+	for {
+		for st != nil {
+			st = st.c.runHandler(st)
+		}
+		if idle == nil {
+			idle = time.NewTimer(handlerLinger)
+		} else {
+			idle.Reset(handlerLinger)
+		}
+		select {
+		case st = <-s.work:
+		case <-idle.C:
+			return
+		}
+	}
+}
