@@ -28,11 +28,13 @@ type responseWriter struct {
 	header     http.Header
 	head       bool // a HEAD request: the body is counted, not sent
 	status     int
-	cl         int64    // the Content-Length the handler set; -1 if none
-	written    int64    // body bytes written by the handler
-	buf        []byte   // held back (from holdBufs)
-	fields     []string // the head's fields, name and value pairs (from fieldBufs), taken at WriteHeader
-	hasDate    bool     // fields has a date
+	cl         int64  // the Content-Length the handler set; -1 if none
+	written    int64  // body bytes written by the handler
+	buf        []byte // held back (in *bufp)
+	bufp       *[]byte
+	fields     []string // the head's fields, name and value pairs (in *fieldsp), taken at WriteHeader
+	fieldsp    *[]string
+	hasDate    bool // fields has a date
 	sentHeader bool
 	ended      bool // END_STREAM sent
 	err        error
@@ -68,8 +70,9 @@ func (w *responseWriter) WriteHeader(code int) {
 // snapshot takes the header fields as they are at WriteHeader (as net/http does: what the
 // handler sets later, such as trailer values, stays out of the head), as HTTP/2 names and values.
 func (w *responseWriter) snapshot() {
-	if w.fields == nil {
-		w.fields = *fieldBufs.Get().(*[]string)
+	if w.fieldsp == nil {
+		w.fieldsp = fieldBufs.Get().(*[]string)
+		w.fields = *w.fieldsp
 	}
 	f := w.fields[:0]
 	w.hasDate = false
@@ -112,8 +115,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if !w.sentHeader && len(w.buf)+len(p) <= holdBack {
-		if w.buf == nil {
-			w.buf = *holdBufs.Get().(*[]byte)
+		if w.bufp == nil {
+			w.bufp = holdBufs.Get().(*[]byte)
+			w.buf = *w.bufp
 		}
 		w.buf = append(w.buf, p...)
 		if w.written == w.cl && !w.hasTrailers() {
@@ -410,9 +414,8 @@ func (c *conn) writeData(id uint32, a, b []byte, end bool) error {
 		if end && n == len(a)+len(b) {
 			flags = byte(http2.FlagDataEndStream)
 		}
-		hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags,
-			byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
-		c.bw.Write(hdr[:])
+		c.bw.Write(append(c.bw.AvailableBuffer(), byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags,
+			byte(id>>24), byte(id>>16), byte(id>>8), byte(id)))
 		k := min(n, len(a))
 		c.bw.Write(a[:k])
 		a = a[k:]
@@ -430,15 +433,16 @@ func (c *conn) writeData(id uint32, a, b []byte, end bool) error {
 
 // release gives back the response's buffer after its handler.
 func (w *responseWriter) release() {
-	if w.fields != nil {
-		f := w.fields[:0]
-		w.fields = nil
-		fieldBufs.Put(&f)
+	if w.fieldsp != nil {
+		clear(w.fields) // the strings may be large: the pool must not hold them
+		*w.fieldsp = w.fields[:0]
+		fieldBufs.Put(w.fieldsp)
+		w.fields, w.fieldsp = nil, nil
 	}
-	if w.buf != nil {
-		b := w.buf[:0]
-		w.buf = nil
-		holdBufs.Put(&b)
+	if w.bufp != nil {
+		*w.bufp = w.buf[:0]
+		holdBufs.Put(w.bufp)
+		w.buf, w.bufp = nil, nil
 	}
 }
 
