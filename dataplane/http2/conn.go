@@ -64,9 +64,12 @@ type conn struct {
 	waiting     int       // streams waiting for the connection's send window
 	handlers    int       // handlers running (streams reset by the client may still have one)
 	queued      []*stream // streams waiting for a handler: handlers of reset streams hold their places
-	goingAway   bool      // GOAWAY sent: no new streams
+	goingAway   bool      // GOAWAY sent, or to be sent after the server's preface: no new streams
+	started     bool      // the server's preface is written: a GOAWAY may follow
 	closed      bool      // the connection is closed
 	gotSettings bool      // the client's first SETTINGS came
+	prefaceBy   time.Time // when the client's preface and first SETTINGS are due
+	lingerBy    time.Time // going away with no stream left: when the connection closes
 }
 
 // swapWriter is the Framer's writer: the connection's current pooled bufio.Writer.
@@ -121,7 +124,8 @@ const prefaceTimeout = 10 * time.Second
 // serve reads and handles the connection's frames until it closes.
 func (c *conn) serve() {
 	defer c.end()
-	c.nc.SetReadDeadline(time.Now().Add(orDefault(c.s.ReadHeaderTimeout, prefaceTimeout)))
+	c.prefaceBy = time.Now().Add(orDefault(c.s.ReadHeaderTimeout, prefaceTimeout))
+	c.nc.SetReadDeadline(c.prefaceBy)
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		// Handshaken already when it comes from the worker's acceptor; not from a tls.Listener.
 		if err := tc.Handshake(); err != nil {
@@ -144,10 +148,17 @@ func (c *conn) serve() {
 	if err != nil {
 		return
 	}
+	c.mu.Lock()
+	c.started = true
+	away := c.goingAway
+	c.goingAway = false
+	c.mu.Unlock()
+	if away {
+		c.goAway() // Shutdown came before the preface was out
+	}
 	if !c.readPreface() {
 		return
 	}
-	c.idle()
 	for {
 		f, err := c.fr.ReadFrame()
 		if err == nil {
@@ -167,9 +178,8 @@ func (c *conn) serve() {
 		case errors.Is(err, http2.ErrFrameTooLarge):
 			c.fail(http2.ErrCodeFrameSize, err)
 			return
-		case isTimeout(err) && c.idleNow():
-			c.goAway() // the idle timeout
-			return
+		case isTimeout(err) && c.idleTimedOut():
+			c.goAway() // then linger, as after any GOAWAY
 		default:
 			return // the client went away, or the connection was closed
 		}
@@ -202,22 +212,34 @@ func (c *conn) readPreface() bool {
 	return true
 }
 
-var zeroTime time.Time
-
-// idle arms the idle timeout, when there is one, as the last stream ends. Called with mu held,
-// or before any stream.
-func (c *conn) idle() {
-	if c.s.IdleTimeout > 0 {
-		c.nc.SetReadDeadline(time.Now().Add(c.s.IdleTimeout))
-	} else {
-		c.nc.SetReadDeadline(time.Time{})
+// setDeadlineLocked sets the read deadline for the connection's state: the preface's until the
+// client's first SETTINGS; none while a stream is open; the linger once it is going away and
+// has no stream left; the idle timeout (if any) otherwise. With mu held.
+func (c *conn) setDeadlineLocked() {
+	var t time.Time
+	switch {
+	case c.closed:
+		return
+	case c.goingAway && c.started && len(c.streams) == 0:
+		if c.lingerBy.IsZero() {
+			c.lingerBy = time.Now().Add(goAwayLinger)
+		}
+		t = c.lingerBy
+	case !c.gotSettings:
+		t = c.prefaceBy
+	case len(c.streams) > 0:
+	case c.s.IdleTimeout > 0:
+		t = time.Now().Add(c.s.IdleTimeout)
 	}
+	c.nc.SetReadDeadline(t)
 }
 
-func (c *conn) idleNow() bool {
+// idleTimedOut reports whether a read that timed out was the idle timeout's: the others (the
+// preface's, the linger's) end the connection.
+func (c *conn) idleTimedOut() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.streams) == 0
+	return c.gotSettings && !c.goingAway && len(c.streams) == 0
 }
 
 // process handles one frame.
@@ -227,7 +249,10 @@ func (c *conn) process(f http2.Frame) error {
 		if !ok || sf.IsAck() {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
+		c.mu.Lock()
 		c.gotSettings = true
+		c.setDeadlineLocked()
+		c.mu.Unlock()
 	}
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
@@ -423,7 +448,10 @@ func (c *conn) refund(n int64) {
 // send, once half the window has been consumed.
 func (c *conn) ackLocked(n int64) int64 {
 	c.recvUnacked += n
-	if c.recvUnacked < connWindow/2 {
+	if c.recvUnacked < connWindow/2 && c.recvUnacked < c.recvWindow {
+		// Given back later: the client may still send as much as is waiting here. (Once it
+		// may send less, it could stall: the rest of the window may be held by streams whose
+		// handlers do not read.)
 		return 0
 	}
 	inc := c.recvUnacked
@@ -439,7 +467,7 @@ func (c *conn) consumed(st *stream, n int64) {
 	var streamInc int64
 	if !st.remoteDone && !st.closed {
 		st.recvUnacked += n
-		if st.recvUnacked >= streamWindow/2 {
+		if st.recvUnacked >= streamWindow/2 || st.recvUnacked >= st.recvWindow {
 			streamInc = st.recvUnacked
 			st.recvUnacked = 0
 			st.recvWindow += streamInc
@@ -479,6 +507,7 @@ func (c *conn) closeStreamLocked(st *stream, err error) (inc int64) {
 		return 0
 	}
 	st.closed = true
+	st.gone.Store(true)
 	if st.inErr == nil || st.inErr == io.EOF && len(st.in) > 0 {
 		st.inErr = err
 	}
@@ -502,19 +531,16 @@ func (c *conn) windowUpdate(inc int64) {
 	}
 }
 
-// streamsChanged arms the idle timeout, or closes a connection that is going away, when the
-// last stream has ended. With mu held.
+// streamsChanged sets the read deadline when the last stream has ended: the idle timeout, or,
+// going away, the linger. With mu held.
+//
+// The linger: after its GOAWAY, the reader goes on a moment (answering PINGs, refusing new
+// streams), so that the client reads the GOAWAY before the close, and the close does not reset
+// what it sent since.
 func (c *conn) streamsChanged() {
-	if len(c.streams) > 0 || c.closed {
-		return
+	if len(c.streams) == 0 {
+		c.setDeadlineLocked()
 	}
-	if c.goingAway {
-		// The reader goes on a moment (answering PINGs, refusing streams), so that the client
-		// reads the GOAWAY before the close, and the close does not reset what it sent since.
-		c.nc.SetReadDeadline(time.Now().Add(goAwayLinger))
-		return
-	}
-	c.idle()
 }
 
 // resetStream sends RST_STREAM for id and ends the stream, if it is open.
@@ -547,10 +573,11 @@ func (c *conn) fail(code http2.ErrCode, err error) {
 	c.goingAway = true
 	last := c.maxID
 	c.mu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(goAwayLinger)) // the connection ends: no write waits longer
 	c.write(func() error { return c.fr.WriteGoAway(last, code, nil) })
 	// Read what the client still sends for a moment, so that closing with unread data does not
 	// reset the connection before the GOAWAY reaches it.
-	c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	c.nc.SetReadDeadline(time.Now().Add(goAwayLinger))
 	io.Copy(io.Discard, io.LimitReader(c.nc, 1<<20))
 }
 
@@ -563,8 +590,17 @@ func (c *conn) goAway() {
 		return
 	}
 	c.goingAway = true
+	if !c.started {
+		c.mu.Unlock()
+		return // serve sends it after the server's preface, which must come first
+	}
 	last := c.maxID
+	idle := len(c.streams) == 0
 	c.mu.Unlock()
+	if idle {
+		// Nothing is left to send: a client that does not read must not hold the connection.
+		c.nc.SetWriteDeadline(time.Now().Add(goAwayLinger))
+	}
 	c.write(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
 	c.mu.Lock()
 	c.streamsChanged()
@@ -591,14 +627,26 @@ func (c *conn) write(fn func() error) error {
 	c.writers.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	var gone bool
 	if c.werr == nil {
 		if c.bw == nil {
 			c.bw = getWriter(c.nc)
 		}
-		c.werr = fn()
+		if err := fn(); err == errGone {
+			gone = true // the stream's, not the connection's
+		} else {
+			c.werr = err
+		}
 	}
-	return c.endWrite()
+	if err := c.endWrite(); err != nil || !gone {
+		return err
+	}
+	return errGone
 }
+
+// errGone is what a write function returns, having written nothing, for a stream that was
+// closed.
+var errGone = errors.New("http2: stream gone")
 
 // endWrite leaves the write section: the last writer flushes and gives back the buffer. With
 // wmu held.

@@ -188,6 +188,9 @@ func (w *responseWriter) send(p []byte, end bool) error {
 			st.localDone.Store(true)
 		}
 		err := c.write(func() error {
+			if st.gone.Load() {
+				return errGone // reset: its frames stop here (checked under the write lock, which its RST_STREAM takes after)
+			}
 			if headers {
 				if err := w.writeHeaders(w.status, last && len(chunk)+len(chunk2) == 0, last); err != nil {
 					return err
@@ -198,6 +201,9 @@ func (w *responseWriter) send(p []byte, end bool) error {
 			}
 			return c.writeData(st.id, chunk, chunk2, last)
 		})
+		if err == errGone {
+			err = fmt.Errorf("%w: reset", errStreamGone)
+		}
 		if err != nil {
 			w.err = err
 			return err
@@ -261,6 +267,9 @@ func (w *responseWriter) finish() {
 	w.ended = true
 	w.st.localDone.Store(true)
 	w.err = c.write(func() error {
+		if w.st.gone.Load() {
+			return errGone
+		}
 		c.hbuf = c.hbuf[:0]
 		for i := 0; i < len(trailers); i += 2 {
 			c.henc.WriteField(hpack.HeaderField{Name: trailers[i], Value: trailers[i+1]})
@@ -322,7 +331,12 @@ func (w *responseWriter) sendInformational(code int) {
 		return
 	}
 	c := w.st.c
-	if err := c.write(func() error { return w.writeHeaders(code, false, false) }); err != nil {
+	if err := c.write(func() error {
+		if w.st.gone.Load() {
+			return errGone
+		}
+		return w.writeHeaders(code, false, false)
+	}); err != nil {
 		w.err = err
 	}
 }
@@ -331,6 +345,9 @@ func (w *responseWriter) sendInformational(code int) {
 func (w *responseWriter) sendContinue() {
 	c := w.st.c
 	c.write(func() error {
+		if w.st.gone.Load() {
+			return errGone
+		}
 		c.hbuf = c.hbuf[:0]
 		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
 		return c.writeHeaderBlock(w.st.id, c.hbuf, false)

@@ -34,6 +34,7 @@ type stream struct {
 	continued   bool   // a "100 Continue" was sent, or is not wanted
 
 	localDone atomic.Bool // the response's last frame is written (or being written)
+	gone      atomic.Bool // closed: no frame of the stream may be written any more
 
 	// Set before the handler runs.
 	ctx    context.Context
@@ -114,10 +115,10 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		st.cancel()
 		return nil
 	}
-	if len(c.streams) == 0 {
-		c.nc.SetReadDeadline(zeroTime) // no idle timeout while a stream is open
-	}
 	c.streams[id] = st
+	if len(c.streams) == 1 {
+		c.setDeadlineLocked() // no idle timeout while a stream is open
+	}
 	if c.handlers >= int(c.s.maxStreams()) {
 		// As many handlers run as streams may be open; those of streams the client reset may
 		// still be running. The stream waits for one of them to return.
