@@ -47,8 +47,10 @@ type conn struct {
 	writers atomic.Int32 // goroutines in or waiting for the write section
 	bw      *bufio.Writer
 	henc    *hpack.Encoder
-	hbuf    []byte // what henc writes
-	werr    error  // the first write error: the connection is dead
+	hbuf    []byte    // what henc writes
+	werr    error     // the first write error: the connection is dead
+	writeBy time.Time // the write deadline
+	closing bool      // the write deadline is the close's (goAwayLinger), not to be extended
 	sw      swapWriter
 
 	frameSize atomic.Uint32 // the client's SETTINGS_MAX_FRAME_SIZE
@@ -573,8 +575,10 @@ func (c *conn) fail(code http2.ErrCode, err error) {
 	c.goingAway = true
 	last := c.maxID
 	c.mu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(goAwayLinger)) // the connection ends: no write waits longer
-	c.write(func() error { return c.fr.WriteGoAway(last, code, nil) })
+	c.write(func() error {
+		c.closeWriteDeadline() // the connection ends: no write waits longer
+		return c.fr.WriteGoAway(last, code, nil)
+	})
 	// Read what the client still sends for a moment, so that closing with unread data does not
 	// reset the connection before the GOAWAY reaches it.
 	c.nc.SetReadDeadline(time.Now().Add(goAwayLinger))
@@ -597,11 +601,13 @@ func (c *conn) goAway() {
 	last := c.maxID
 	idle := len(c.streams) == 0
 	c.mu.Unlock()
-	if idle {
-		// Nothing is left to send: a client that does not read must not hold the connection.
-		c.nc.SetWriteDeadline(time.Now().Add(goAwayLinger))
-	}
-	c.write(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
+	c.write(func() error {
+		if idle {
+			// Nothing is left to send: a client that does not read must not hold the connection.
+			c.closeWriteDeadline()
+		}
+		return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil)
+	})
 	c.mu.Lock()
 	c.streamsChanged()
 	c.mu.Unlock()
@@ -632,6 +638,7 @@ func (c *conn) write(fn func() error) error {
 		if c.bw == nil {
 			c.bw = getWriter(c.nc)
 		}
+		c.extendWriteDeadline()
 		if err := fn(); err == errGone {
 			gone = true // the stream's, not the connection's
 		} else {
@@ -642,6 +649,27 @@ func (c *conn) write(fn func() error) error {
 		return err
 	}
 	return errGone
+}
+
+// extendWriteDeadline moves the write deadline to the idle timeout from now (when that moves it
+// by a second, or an eighth of the timeout): a client that takes longer than that to take what is written, the PING ACKs of its
+// own PINGs included, is gone. In the write section.
+func (c *conn) extendWriteDeadline() {
+	if c.s.IdleTimeout <= 0 || c.closing {
+		return
+	}
+	now := time.Now()
+	if t := now.Add(c.s.IdleTimeout); t.Sub(c.writeBy) >= min(time.Second, c.s.IdleTimeout/8) {
+		c.writeBy = t
+		c.nc.SetWriteDeadline(t)
+	}
+}
+
+// closeWriteDeadline bounds the writes of a connection about to close by goAwayLinger. In the
+// write section.
+func (c *conn) closeWriteDeadline() {
+	c.closing = true
+	c.nc.SetWriteDeadline(time.Now().Add(goAwayLinger))
 }
 
 // errGone is what a write function returns, having written nothing, for a stream that was

@@ -192,6 +192,7 @@ func (w *responseWriter) send(p []byte, end bool) error {
 				return errGone // reset: its frames stop here (checked under the write lock, which its RST_STREAM takes after)
 			}
 			if headers {
+				st.headerOut.Store(true)
 				if err := w.writeHeaders(w.status, last && len(chunk)+len(chunk2) == 0, last); err != nil {
 					return err
 				}
@@ -345,8 +346,8 @@ func (w *responseWriter) sendInformational(code int) {
 func (w *responseWriter) sendContinue() {
 	c := w.st.c
 	c.write(func() error {
-		if w.st.gone.Load() {
-			return errGone
+		if w.st.gone.Load() || w.st.headerOut.Load() {
+			return errGone // no 100 after the final response's HEADERS
 		}
 		c.hbuf = c.hbuf[:0]
 		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})

@@ -35,6 +35,7 @@ type stream struct {
 
 	localDone atomic.Bool // the response's last frame is written (or being written)
 	gone      atomic.Bool // closed: no frame of the stream may be written any more
+	headerOut atomic.Bool // the final response's HEADERS are written (set under the write lock)
 
 	// Set before the handler runs.
 	ctx    context.Context
@@ -399,7 +400,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	if !st.continued {
 		st.continued = true
-		if len(st.in) == 0 && st.inErr == nil && !st.w.sentHeader {
+		if len(st.in) == 0 && st.inErr == nil && !st.headerOut.Load() {
 			c.mu.Unlock()
 			st.w.sendContinue()
 			c.mu.Lock()
