@@ -651,19 +651,22 @@ func (c *conn) write(fn func() error) error {
 	return errGone
 }
 
-// extendWriteDeadline moves the write deadline to the idle timeout from now (when that moves it
-// by a second, or an eighth of the timeout): a client that takes longer than that to take what is written, the PING ACKs of its
-// own PINGs included, is gone. In the write section.
+// extendWriteDeadline moves the write deadline to the write timeout from now, when that moves it
+// by a second (or a tenth of the timeout) or more: a client that takes longer than that to take
+// what one write section writes is gone. In the write section.
 func (c *conn) extendWriteDeadline() {
-	if c.s.IdleTimeout <= 0 || c.closing {
+	if c.closing {
 		return
 	}
-	now := time.Now()
-	if t := now.Add(c.s.IdleTimeout); t.Sub(c.writeBy) >= min(time.Second, c.s.IdleTimeout/8) {
+	d := orDefault(c.s.WriteTimeout, sendTimeout)
+	if t := time.Now().Add(d); t.Sub(c.writeBy) >= min(time.Second, d/10) {
 		c.writeBy = t
 		c.nc.SetWriteDeadline(t)
 	}
 }
+
+// sendTimeout is the default WriteTimeout.
+const sendTimeout = 60 * time.Second
 
 // closeWriteDeadline bounds the writes of a connection about to close by goAwayLinger. In the
 // write section.

@@ -41,6 +41,10 @@ type Server struct {
 	// IdleTimeout closes (GOAWAY, then close) a connection with no open stream for this long; 0: no
 	// limit.
 	IdleTimeout time.Duration
+	// WriteTimeout ends a connection whose client takes longer than this to take one write (at
+	// most 64 KiB of DATA, or the server's answers to its own PINGs): it has stopped reading.
+	// 0: 60 s, as nginx's send_timeout.
+	WriteTimeout time.Duration
 	// MaxHeaderBytes bounds a request's decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); 0: 1 MiB.
 	MaxHeaderBytes int
 	// MaxConcurrentStreams is SETTINGS_MAX_CONCURRENT_STREAMS; 0: 250.
