@@ -217,11 +217,18 @@ func (w *response) writeHeader(final bool) {
 	w.pending = nil
 }
 
-// writeFields writes the header fields of the map (trailers excepted when header is true).
+// writeFields writes the header fields of the map (trailers excepted when header is true: those
+// set with http.TrailerPrefix, and those the Trailer field announces, which a head held back
+// until the handler returned would otherwise carry too).
 func (w *response) writeFields(header bool) {
 	bw := w.c.x.bw
+	var announced []string
+	if header {
+		announced = w.header["Trailer"]
+	}
 	for k, vv := range w.header {
-		if header && strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
+		if header && (strings.HasPrefix(k, http.TrailerPrefix) || len(announced) > 0 && announces(announced, k)) ||
+			!httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
 		for _, v := range vv {
@@ -259,6 +266,18 @@ func (w *response) finish() {
 	if w.werr == nil {
 		w.werr = bw.Flush()
 	}
+}
+
+// announces reports whether the Trailer field values vv name k.
+func announces(vv []string, k string) bool {
+	for _, v := range vv {
+		for name := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(name)) == k {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // hasTrailers reports whether the handler announced or set trailer fields.

@@ -544,6 +544,11 @@ func TestTrailers(t *testing.T) {
 			if got != want {
 				t.Errorf("%s n=%d: trailer %v, want %q", path, n, resp.Trailer, want)
 			}
+			// A trailer set after the body is no header field, even when the head went out with
+			// the body held back (n = 0 and 10).
+			if v := resp.Header.Get("X-Declared") + resp.Header.Get("X-Prefixed"); v != "" {
+				t.Errorf("%s n=%d: the trailer is in the head too: %v", path, n, resp.Header)
+			}
 		}
 	}
 }
