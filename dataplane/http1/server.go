@@ -16,7 +16,7 @@
 // trailers) otherwise, the discard of up to 256 KiB of an unread request body before the next
 // request, Flush, Hijack, ConnContext and ConnState, and a graceful Shutdown.
 //
-// What it leaves out: HTTP/2 (the worker serves h2 and h2c with net/http), Content-Type sniffing
+// What it leaves out: HTTP/2 (the worker serves h2 and h2c with dataplane/http2), Content-Type sniffing
 // (a proxy passes the backend's header as it is), and the cancelation of a request's context when
 // the client closes its connection mid-request (the response write then fails instead, as the
 // backend hop's own timeouts bound the wait).
