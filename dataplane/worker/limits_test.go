@@ -3,6 +3,7 @@ package worker_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -283,6 +284,76 @@ func TestLimitsChangeKeepsServing(t *testing.T) {
 		must(t, s == 200, "request in flight across the change: %d", s)
 	case <-time.After(5 * time.Second):
 		t.Fatal("request in flight across the change did not finish")
+	}
+}
+
+// TestLimitsChangeFinishesHTTP2Streams: when a limits change replaces a port's server, an h2c
+// stream in flight on the old server's connection finishes (its connection gets GOAWAY and
+// closes after it), and the client's next request, on a new connection, is served by the new
+// server.
+func TestLimitsChangeFinishesHTTP2Streams(t *testing.T) {
+	b := newBackend(t)
+	w := startWorker(t)
+	port := freePort(t)
+	apply(t, w, 1, gatewayDoc(t, "Http", port, b.port, ""))
+	var states sync.Map // client connection's local address -> closed
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			states.Store(c.LocalAddr().String(), false)
+		}
+		return c, err
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	slow := make(chan *http.Response, 1)
+	go func() {
+		resp, err := client.Get(url + "/slow")
+		if err != nil {
+			t.Logf("slow request: %v", err)
+			slow <- nil
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		slow <- resp
+	}()
+	for deadline := time.Now().Add(5 * time.Second); len(b.requests()) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow request never reached the backend")
+		}
+	}
+	apply(t, w, 2, gatewayDoc(t, "Http", port, b.port, "limits: {maxRequestHeaderBytes: 1024}"))
+
+	// The replaced server serves its connections a moment longer (replacedServerLinger), then
+	// sends GOAWAY: the client's next requests go to a new connection, to the new server.
+	count := func() (n int) {
+		states.Range(func(_, _ any) bool { n++; return true })
+		return n
+	}
+	for deadline := time.Now().Add(5 * time.Second); count() < 2; time.Sleep(50 * time.Millisecond) {
+		resp, err := client.Get(url + "/after")
+		must(t, err == nil, "a request after the change: %v", err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		must(t, resp.StatusCode == 200 && resp.ProtoMajor == 2, "after the change: %s HTTP/%d", resp.Status, resp.ProtoMajor)
+		must(t, time.Now().Before(deadline), "still one client connection: the old server never sent GOAWAY")
+	}
+	resp, err := client.Get(url + "/new")
+	must(t, err == nil, "a request on the new connection: %v", err)
+	resp.Body.Close()
+	must(t, resp.StatusCode == 200 && resp.ProtoMajor == 2, "on the new connection: %s HTTP/%d", resp.Status, resp.ProtoMajor)
+
+	close(b.hold)
+	select {
+	case resp := <-slow:
+		must(t, resp != nil && resp.StatusCode == 200 && resp.ProtoMajor == 2, "the stream in flight across the change: %v", resp)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream in flight across the change did not finish")
 	}
 }
 
