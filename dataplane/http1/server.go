@@ -38,8 +38,9 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/fleetgate/fleetgate/dataplane/accept"
 )
 
 // Server serves HTTP/1.x connections. Set its fields before Serve.
@@ -59,14 +60,14 @@ type Server struct {
 	H2C func(net.Conn)
 	Log *slog.Logger
 
-	mu        sync.Mutex
-	conns     map[*conn]struct{}
-	listeners map[net.Listener]struct{}
-	shutting  atomic.Bool
-	idle      parker        // connections idle past idleHandOff, held without a goroutine
-	handOff   time.Duration // idleHandOff if 0 (benchmarks set it to park after every request)
-	detach    time.Duration // detachAfter if 0; below 0, at once (tests and benchmarks)
-	crowd     int           // detachCrowd if 0 (tests)
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	loops    accept.Loops // the listeners Serve accepts from
+	shutting atomic.Bool
+	idle     parker        // connections idle past idleHandOff, held without a goroutine
+	handOff  time.Duration // idleHandOff if 0 (benchmarks set it to park after every request)
+	detach   time.Duration // detachAfter if 0; below 0, at once (tests and benchmarks)
+	crowd    int           // detachCrowd if 0 (tests)
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
@@ -76,47 +77,14 @@ var ErrServerClosed = http.ErrServerClosed
 // server is shut down. Running out of file descriptors (or a timeout) pauses accepting, 5 ms
 // doubling to 1 s, instead of ending it.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.shutting.Load() {
-		s.mu.Unlock()
-		return ErrServerClosed
-	}
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	var pause time.Duration
-	for {
-		rw, err := l.Accept()
-		if err != nil {
-			if s.shutting.Load() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of descriptors, or a passing failure: wait and accept again, as net/http does.
-				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-				if s.Log != nil {
-					s.Log.Warn("accept failed; retrying", "err", err, "pause", pause)
-				}
-				time.Sleep(pause)
-				continue
-			}
-			return err
-		}
-		pause = 0
-		c := s.newConn(rw)
+	return s.loops.Serve(l, func(nc net.Conn) bool {
+		c := s.newConn(nc)
 		if c == nil {
-			return ErrServerClosed
+			return false
 		}
 		go c.serve()
-	}
+		return true
+	}, s.Log)
 }
 
 // ServeConn serves one connection in the calling goroutine, until it closes.
@@ -156,7 +124,7 @@ func (s *Server) forget(c *conn) {
 // current request, or for ctx, whichever is first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
-	s.closeListeners()
+	s.loops.Close()
 	defer s.idle.close()
 	wait := time.Millisecond
 	for {
@@ -175,7 +143,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and every connection at once.
 func (s *Server) Close() error {
 	s.shutting.Store(true)
-	s.closeListeners()
+	s.loops.Close()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.resumeParked()
@@ -184,14 +152,6 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.idle.close()
 	return nil
-}
-
-func (s *Server) closeListeners() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for l := range s.listeners {
-		l.Close()
-	}
 }
 
 // epoch is the zero of conn.created: a count of nanoseconds takes 8 bytes a connection, a

@@ -22,14 +22,14 @@ package http2
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/fleetgate/fleetgate/dataplane/accept"
 )
 
 // Server serves HTTP/2 connections. Set its fields before Serve.
@@ -55,10 +55,10 @@ type Server struct {
 	ConnState func(net.Conn, http.ConnState)
 	Log       *slog.Logger
 
-	mu        sync.Mutex
-	conns     map[*conn]struct{}
-	listeners map[net.Listener]struct{}
-	shutting  atomic.Bool
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	loops    accept.Loops // the listeners Serve accepts from
+	shutting atomic.Bool
 
 	// work hands a stream to an idle handler goroutine.
 	work chan *stream
@@ -90,46 +90,14 @@ func (s *Server) maxHeaderBytes() uint32 {
 // server is shut down. Running out of file descriptors (or a timeout) pauses accepting, 5 ms
 // doubling to 1 s, instead of ending it.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.shutting.Load() {
-		s.mu.Unlock()
-		return ErrServerClosed
-	}
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	var pause time.Duration
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if s.shutting.Load() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-				if s.Log != nil {
-					s.Log.Warn("accept failed; retrying", "err", err, "pause", pause)
-				}
-				time.Sleep(pause)
-				continue
-			}
-			return err
-		}
-		pause = 0
+	return s.loops.Serve(l, func(nc net.Conn) bool {
 		c := s.newConn(nc)
 		if c == nil {
-			return ErrServerClosed
+			return false
 		}
 		go c.serve()
-	}
+		return true
+	}, s.Log)
 }
 
 // ServeConn serves one connection (TLS already handshaken, or h2c) in the calling goroutine,
@@ -170,7 +138,7 @@ func (s *Server) forget(c *conn) {
 // connections left are closed and ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
-	s.closeListeners()
+	s.loops.Close()
 	s.mu.Lock()
 	for c := range s.conns {
 		go c.goAway()
@@ -197,21 +165,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and every connection at once.
 func (s *Server) Close() error {
 	s.shutting.Store(true)
-	s.closeListeners()
+	s.loops.Close()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.nc.Close()
 	}
 	s.mu.Unlock()
 	return nil
-}
-
-func (s *Server) closeListeners() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for l := range s.listeners {
-		l.Close()
-	}
 }
 
 // handlerLinger is how long a handler goroutine waits for the next stream before it exits.
