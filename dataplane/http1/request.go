@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/fleetgate/fleetgate/dataplane/httphead"
 )
 
 // requestError is why a request head is refused: the status and the text of the answer. The
@@ -194,20 +196,14 @@ func (x *exchange) parse() error {
 	if vv, ok := h["Trailer"]; ok && x.chunked {
 		delete(h, "Trailer")
 		var err error
-		for _, v := range vv {
-			for k := range strings.SplitSeq(v, ",") {
-				k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-				switch k {
-				case "":
-					continue
-				case "Transfer-Encoding", "Trailer", "Content-Length":
-					err = badRequest("bad trailer key")
-				}
-				if r.Trailer == nil {
-					r.Trailer = http.Header{}
-				}
-				r.Trailer[k] = nil
+		for k := range httphead.Announced(vv) {
+			if httphead.Forbidden(k) {
+				err = badRequest("bad trailer key")
 			}
+			if r.Trailer == nil {
+				r.Trailer = http.Header{}
+			}
+			r.Trailer[k] = nil
 		}
 		if err != nil {
 			return err

@@ -6,10 +6,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/fleetgate/fleetgate/dataplane/httphead"
 )
 
 // holdBack is how much of a response body with no Content-Length is held back, as net/http does,
@@ -166,7 +167,7 @@ func (w *response) writeHeader(final bool) {
 		}
 		delete(h, "Transfer-Encoding")
 		// Trailers need chunks (as net/http: announced in Trailer, or set with TrailerPrefix).
-		trailers := final && w.hasTrailers()
+		trailers := final && httphead.HasTrailers(w.header)
 		switch {
 		case final && !trailers && (!head || w.written > 0):
 			w.cl = w.written // all held back (HEAD: counted)
@@ -191,7 +192,7 @@ func (w *response) writeHeader(final bool) {
 	w.writeFields(true)
 	if _, ok := h["Date"]; !ok {
 		bw.WriteString("Date: ")
-		bw.Write(date())
+		bw.Write(httphead.Date())
 		bw.WriteString("\r\n")
 	}
 	if _, ok := h["Content-Length"]; !ok && w.cl >= 0 {
@@ -270,23 +271,8 @@ func (w *response) finish() {
 
 // announces reports whether the Trailer field values vv name k.
 func announces(vv []string, k string) bool {
-	for _, v := range vv {
-		for name := range strings.SplitSeq(v, ",") {
-			if http.CanonicalHeaderKey(strings.TrimSpace(name)) == k {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// hasTrailers reports whether the handler announced or set trailer fields.
-func (w *response) hasTrailers() bool {
-	if len(w.header["Trailer"]) > 0 {
-		return true
-	}
-	for k := range w.header {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
+	for name := range httphead.Announced(vv) {
+		if name == k {
 			return true
 		}
 	}
@@ -297,28 +283,15 @@ func (w *response) hasTrailers() bool {
 // http.TrailerPrefix.
 func (w *response) writeTrailers() {
 	bw := w.c.x.bw
-	write := func(k string, vv []string) {
+	for k, vv := range httphead.Trailers(w.header) {
 		if !httpguts.ValidHeaderFieldName(k) {
-			return
+			continue
 		}
 		for _, v := range vv {
 			bw.WriteString(k)
 			bw.WriteString(": ")
 			bw.WriteString(newlinesToSpaces.Replace(v))
 			bw.WriteString("\r\n")
-		}
-	}
-	for _, v := range w.header["Trailer"] {
-		for k := range strings.SplitSeq(v, ",") {
-			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-			if vv, ok := w.header[k]; ok && k != "" {
-				write(k, vv)
-			}
-		}
-	}
-	for k, vv := range w.header {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-			write(name, vv)
 		}
 	}
 }
@@ -394,22 +367,4 @@ func statusLine(code int) string {
 		return statusLines[code]
 	}
 	return "HTTP/1.1 " + strconv.Itoa(code) + " status code " + strconv.Itoa(code) + "\r\n"
-}
-
-// dates holds the Date field value of the current second.
-var dates atomic.Pointer[dateValue]
-
-type dateValue struct {
-	sec int64
-	b   []byte
-}
-
-func date() []byte {
-	now := time.Now()
-	if d := dates.Load(); d != nil && d.sec == now.Unix() {
-		return d.b
-	}
-	d := &dateValue{sec: now.Unix(), b: now.UTC().AppendFormat(nil, http.TimeFormat)}
-	dates.Store(d)
-	return d.b
 }

@@ -6,12 +6,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/fleetgate/fleetgate/dataplane/httphead"
 )
 
 // holdBack is how much of a body is held back before the response starts: a response that ends
@@ -120,12 +120,12 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 			w.buf = *w.bufp
 		}
 		w.buf = append(w.buf, p...)
-		if w.written == w.cl && !w.hasTrailers() {
+		if w.written == w.cl && !httphead.HasTrailers(w.header) {
 			w.send(nil, true) // complete: HEADERS and DATA go out now, with END_STREAM
 		}
 		return len(p), nil
 	}
-	end := w.written == w.cl && !w.hasTrailers()
+	end := w.written == w.cl && !httphead.HasTrailers(w.header)
 	if err := w.send(p, end); err != nil {
 		return 0, err
 	}
@@ -279,47 +279,21 @@ func (w *responseWriter) finish() {
 	})
 }
 
-// hasTrailers reports whether the handler announced or set trailer fields.
-func (w *responseWriter) hasTrailers() bool {
-	if len(w.header["Trailer"]) > 0 {
-		return true
-	}
-	for k := range w.header {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			return true
-		}
-	}
-	return false
-}
-
 // trailerFields are the trailer fields set, as name and value pairs: those the Trailer header
 // announced, and those set with http.TrailerPrefix.
 func (w *responseWriter) trailerFields() []string {
-	if !w.hasTrailers() {
+	if !httphead.HasTrailers(w.header) {
 		return nil
 	}
 	var out []string
-	add := func(k string, vv []string) {
+	for k, vv := range httphead.Trailers(w.header) {
 		if !httpguts.ValidHeaderFieldName(k) || connectionSpecific(k) {
-			return
+			continue
 		}
 		for _, v := range vv {
 			if httpguts.ValidHeaderFieldValue(v) {
 				out = append(out, lowerName(k), v)
 			}
-		}
-	}
-	for _, v := range w.header["Trailer"] {
-		for k := range strings.SplitSeq(v, ",") {
-			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-			if vv, ok := w.header[k]; ok && k != "" {
-				add(k, vv)
-			}
-		}
-	}
-	for k, vv := range w.header {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-			add(http.CanonicalHeaderKey(name), vv)
 		}
 	}
 	return out
@@ -374,7 +348,7 @@ func (w *responseWriter) writeHeaders(code int, end, complete bool) error {
 			enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(w.written, 10)})
 		}
 		if !w.hasDate {
-			enc.WriteField(hpack.HeaderField{Name: "date", Value: date()})
+			enc.WriteField(hpack.HeaderField{Name: "date", Value: httphead.DateString()})
 		}
 	}
 	return c.writeHeaderBlock(w.st.id, c.hbuf, end)
@@ -462,22 +436,4 @@ func (w *responseWriter) release() {
 		holdBufs.Put(w.bufp)
 		w.buf, w.bufp = nil, nil
 	}
-}
-
-// dates holds the Date field value of the current second.
-var dates atomic.Pointer[dateValue]
-
-type dateValue struct {
-	sec int64
-	s   string
-}
-
-func date() string {
-	now := time.Now()
-	if d := dates.Load(); d != nil && d.sec == now.Unix() {
-		return d.s
-	}
-	d := &dateValue{sec: now.Unix(), s: now.UTC().Format(http.TimeFormat)}
-	dates.Store(d)
-	return d.s
 }

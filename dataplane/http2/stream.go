@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/net/http2"
+
+	"github.com/fleetgate/fleetgate/dataplane/httphead"
 )
 
 // stream is one request and its response.
@@ -270,16 +272,12 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) error {
 		r.ContentLength = st.declared
 		if vv := header["Trailer"]; len(vv) > 0 {
 			r.Trailer = http.Header{}
-			for _, v := range vv {
-				for k := range strings.SplitSeq(v, ",") {
-					k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-					switch k {
-					case "", "Transfer-Encoding", "Trailer", "Content-Length":
-						return malformed
-					}
-					r.Trailer[k] = nil
-					st.trail = append(st.trail, k)
+			for k := range httphead.Announced(vv) {
+				if httphead.Forbidden(k) {
+					return malformed
 				}
+				r.Trailer[k] = nil
+				st.trail = append(st.trail, k)
 			}
 		}
 		// A client that sent "Expect: 100-continue" waits for the answer before the body.

@@ -332,7 +332,7 @@ func (w *Worker) startServer(port int32, l *listener) {
 		Log:               w.log,
 	}
 	if mode.http2 {
-		s.h2 = newServer(h, l.spec, w.log)
+		s.h2 = newHTTP2Server(h, l.spec, w.log)
 		s.h2.ConnContext, s.h2.ConnState = connContext, w.connState
 		serve(func() error { return s.h2.Serve(view.H2()) })
 		if !mode.https {
@@ -430,11 +430,11 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// newServer is the server of a listener's HTTP/2 connections (h2 by ALPN over TLS; h2c by prior
+// newHTTP2Server is the server of a listener's HTTP/2 connections (h2 by ALPN over TLS; h2c by prior
 // knowledge in the clear, handed over by the HTTP/1 server), with the gateway's limits against
 // slow and oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the proxy,
 // as with HTTP/1.
-func newServer(h http.Handler, spec portSpec, log *slog.Logger) *http2.Server {
+func newHTTP2Server(h http.Handler, spec portSpec, log *slog.Logger) *http2.Server {
 	return &http2.Server{
 		Handler:           h,
 		ReadHeaderTimeout: spec.limits.readHeaderTimeout,
