@@ -40,7 +40,7 @@ type conn struct {
 	tls    *tls.ConnectionState // nil in the clear
 	r      io.Reader            // what fr reads from
 	fr     *http2.Framer        // reads in serve only; writes under wmu
-	canon  map[string]string    // header names seen on this connection: lower case to canonical (serve only)
+	canon  map[string]string    // header names seen here, lower case to canonical (serve only)
 
 	// The write side, under wmu. bw is taken from a pool for a burst of writes and given back
 	// by the writer that flushes it.
@@ -411,7 +411,7 @@ func (c *conn) processData(f *http2.DataFrame) error {
 	data := f.Data()
 	pad := n - int64(len(data))
 	st.received += int64(len(data))
-	if st.declared >= 0 && (st.received > st.declared || f.StreamEnded() && st.received != st.declared) {
+	if cl := st.declared; cl >= 0 && (st.received > cl || f.StreamEnded() && st.received != cl) {
 		c.mu.Unlock()
 		c.refund(n)
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}

@@ -189,7 +189,9 @@ func (w *responseWriter) send(p []byte, end bool) error {
 		}
 		err := c.write(func() error {
 			if st.gone.Load() {
-				return errGone // reset: its frames stop here (checked under the write lock, which its RST_STREAM takes after)
+				// Reset: its frames stop here. Checked under the write lock, which the
+				// RST_STREAM takes after.
+				return errGone
 			}
 			if headers {
 				st.headerOut.Store(true)
@@ -345,7 +347,8 @@ func (w *responseWriter) writeHeaders(code int, end, complete bool) error {
 	if code >= 200 {
 		if w.cl < 0 && complete && bodyAllowed(code) && (!w.head || w.written > 0) {
 			// All of the body is here: it gets a content-length.
-			enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(w.written, 10)})
+			cl := strconv.FormatInt(w.written, 10)
+			enc.WriteField(hpack.HeaderField{Name: "content-length", Value: cl})
 		}
 		if !w.hasDate {
 			enc.WriteField(hpack.HeaderField{Name: "date", Value: httphead.DateString()})
@@ -406,8 +409,8 @@ func (c *conn) writeData(id uint32, a, b []byte, end bool) error {
 		if end && n == len(a)+len(b) {
 			flags = byte(http2.FlagDataEndStream)
 		}
-		c.bw.Write(append(c.bw.AvailableBuffer(), byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags,
-			byte(id>>24), byte(id>>16), byte(id>>8), byte(id)))
+		c.bw.Write(append(c.bw.AvailableBuffer(), byte(n>>16), byte(n>>8), byte(n),
+			byte(http2.FrameData), flags, byte(id>>24), byte(id>>16), byte(id>>8), byte(id)))
 		k := min(n, len(a))
 		c.bw.Write(a[:k])
 		a = a[k:]

@@ -195,7 +195,8 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) error {
 		if path != "" || scheme != "" || authority == "" {
 			return malformed
 		}
-	} else if path == "" || scheme == "" || path[0] != '/' && !(path == "*" && method == http.MethodOptions) {
+	} else if path == "" || scheme == "" ||
+		path[0] != '/' && !(path == "*" && method == http.MethodOptions) {
 		return malformed
 	}
 

@@ -430,10 +430,10 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// newHTTP2Server is the server of a listener's HTTP/2 connections (h2 by ALPN over TLS; h2c by prior
-// knowledge in the clear, handed over by the HTTP/1 server), with the gateway's limits against
-// slow and oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the proxy,
-// as with HTTP/1.
+// newHTTP2Server is the server of a listener's HTTP/2 connections (h2 by ALPN over TLS; h2c by
+// prior knowledge in the clear, handed over by the HTTP/1 server), with the gateway's limits
+// against slow and oversized clients. TLS is done by the port's acceptor. "OPTIONS *" goes to the
+// proxy, as with HTTP/1.
 func newHTTP2Server(h http.Handler, spec portSpec, log *slog.Logger) *http2.Server {
 	return &http2.Server{
 		Handler:           h,
