@@ -43,12 +43,13 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 }
 
 // check is called by RawConn.Read: first to look for data (a non-blocking MSG_PEEK of one byte,
-// which takes nothing), then once more after the poller reports the descriptor readable.
+// which takes nothing; a raw system call, as in package sockio), then once more after the poller
+// reports the descriptor readable.
 func (w *readWaiter) check(fd uintptr) bool {
 	if w.woken {
 		return true
 	}
-	n, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&w.peek[0])), 1,
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&w.peek[0])), 1,
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	switch {
 	case e == syscall.EAGAIN:

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -29,6 +30,37 @@ func TestDialFailure(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), addr) {
 		t.Errorf("error %q does not name the address", err)
+	}
+	w.assertUntouched(t)
+}
+
+// A TLS backend that takes the connection but never answers the handshake is a dial failure once
+// the dial timeout passes (the handshake is part of the dial, as with tls.Dialer), not a request
+// that waits for its own, far longer, timeout.
+func TestTLSHandshakeWithinDialTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent
+		}
+	}()
+	addr := ln.Addr().String()
+	p := NewPool(addr, Options{DialTimeout: 100 * time.Millisecond, TLSConfig: &tls.Config{}})
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w := newSpy()
+	status, err := p.Forward(ctx, w, newOut(t, "GET", addr, "/", nil), time.Minute)
+	if !errors.Is(err, ErrDial) || status != 0 || ctx.Err() != nil {
+		t.Fatalf("status %d, err %v (context: %v); want ErrDial before the request's timeout", status, err, ctx.Err())
 	}
 	w.assertUntouched(t)
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/fleetgate/fleetgate/dataplane/sockio"
 )
 
 // Defaults applied by NewPool to zero Options fields.
@@ -68,8 +70,7 @@ type Pool struct {
 	addr string
 	opts Options
 
-	dialer    net.Dialer
-	tlsDialer *tls.Dialer // nil for plain TCP
+	dialer net.Dialer
 
 	mu         sync.Mutex
 	idle       []*conn // LIFO; ordered by idleSince ascending
@@ -113,7 +114,6 @@ func NewPool(addr string, opts Options) *Pool {
 		}
 		cfg.NextProtos = []string{"http/1.1"}
 		p.opts.TLSConfig = cfg
-		p.tlsDialer = &tls.Dialer{NetDialer: &p.dialer, Config: cfg}
 	}
 	if opts.MaxIdleConns > 0 {
 		p.idle = make([]*conn, 0, min(opts.MaxIdleConns, 16))
@@ -294,15 +294,7 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 	if closed {
 		return nil, wrap(p.addr, ErrDial, "", ErrPoolClosed)
 	}
-	var (
-		nc  net.Conn
-		err error
-	)
-	if p.tlsDialer != nil {
-		nc, err = p.tlsDialer.DialContext(ctx, "tcp", p.addr)
-	} else {
-		nc, err = p.dialer.DialContext(ctx, "tcp", p.addr)
-	}
+	nc, err := p.dialTCP(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, canceled(p.addr, ctx)
@@ -310,4 +302,28 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 		return nil, wrap(p.addr, ErrDial, "", err)
 	}
 	return newConn(nc, p), nil
+}
+
+// dialTCP connects, and for a TLS backend shakes hands, all within the dial timeout (as
+// tls.Dialer). The socket is read and written with raw system calls (sockio), under TLS too.
+func (p *Pool) dialTCP(ctx context.Context) (net.Conn, error) {
+	if p.dialer.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.dialer.Timeout)
+		defer cancel()
+	}
+	nc, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	nc = sockio.Wrap(nc)
+	if p.opts.TLSConfig == nil {
+		return nc, nil
+	}
+	tc := tls.Client(nc, p.opts.TLSConfig)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return tc, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/dataplane/http1"
 	"github.com/fleetgate/fleetgate/dataplane/proxy"
+	"github.com/fleetgate/fleetgate/dataplane/sockio"
 )
 
 // acceptor owns an HTTP(S) port's socket. One goroutine accepts connections, no more than the
@@ -118,7 +119,7 @@ func (a *acceptor) run() {
 		}
 		pause = 0
 		a.open.Add(1)
-		a.dispatch(&countedConn{Conn: raw, a: a})
+		a.dispatch(&countedConn{Conn: sockio.Wrap(raw), a: a})
 	}
 }
 
@@ -335,7 +336,7 @@ func (c *countedConn) Close() error {
 var _ http1.SocketHolder = (*countedConn)(nil)
 
 func (c *countedConn) Socket() net.Conn     { return c.Conn }
-func (c *countedConn) SetSocket(s net.Conn) { c.Conn = s }
+func (c *countedConn) SetSocket(s net.Conn) { c.Conn = sockio.Wrap(s) }
 
 // SyscallConn gives the socket underneath, so that the HTTP/1 server can wait for an idle
 // connection's next request without a buffer.

@@ -1,0 +1,17 @@
+// Package sockio reads and writes TCP sockets with raw system calls, made through Go's poller.
+//
+// A net.Conn's Read and Write put the goroutine in the runtime's system-call state around read(2)
+// and write(2): its P may be handed to another thread while the call runs, and the runtime's
+// monitor thread (sysmon) is woken, and kept polling every 20 µs, to take Ps back from calls that
+// last. A non-blocking socket's call never blocks: it copies bytes and returns. On a busy proxy
+// pinned to one core that bookkeeping, and the monitor's wake-ups preempting the proxy's thread,
+// cost a share of the CPU the copies cost (README, Performance). A Socket makes the same calls
+// without it (syscall.RawSyscall) inside syscall.RawConn's Read and Write, so everything else stays
+// as on the net.Conn: the poller waits while the socket is not ready, deadlines apply, Close
+// interrupts a wait, and the descriptor's read and write locks are held, so a Socket and its
+// net.Conn may be used side by side.
+//
+// Wrap gives a *net.TCPConn whose Read and Write are its Socket's (a TLS connection over it is
+// read and written the same way); New gives the Socket alone. Only Linux has Sockets: elsewhere
+// New gives nil and Wrap the connection as it is.
+package sockio

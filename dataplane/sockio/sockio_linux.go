@@ -1,0 +1,147 @@
+package sockio
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// Socket is the raw reader and writer of one connection's socket. A Read and a Write may run at
+// once, as on a net.Conn; two Reads (or two Writes) may not.
+type Socket struct {
+	rc syscall.RawConn
+
+	// The Read and the Write in progress, for the functions bound once (a call allocates nothing).
+	r, w    call
+	readFn  func(fd uintptr) bool
+	writeFn func(fd uintptr) bool
+}
+
+// call is one Read's or Write's buffer, progress and error.
+type call struct {
+	p     []byte
+	n     int
+	errno syscall.Errno
+}
+
+// New gives the Socket of nc, or nil when nc has no socket of its own (TLS, pipes): use nc then.
+// The Socket is bound to nc's descriptor: a net.Conn made anew for the same socket (os.NewFile,
+// net.FileConn) needs a Socket of its own.
+func New(nc net.Conn) *Socket {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	s := &Socket{rc: rc}
+	s.readFn = s.read
+	s.writeFn = s.write
+	return s
+}
+
+// Read reads up to len(p) bytes, waiting in the poller until some are there, the read deadline
+// passes or the connection is closed. At the end of the stream it returns io.EOF.
+func (s *Socket) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.r = call{p: p}
+	err := s.rc.Read(s.readFn)
+	n, errno := s.r.n, s.r.errno
+	s.r.p = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", errno)}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (s *Socket) read(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.r.p[0])), uintptr(len(s.r.p)))
+		switch e {
+		case 0:
+			s.r.n = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // the poller waits
+		}
+		s.r.errno = e
+		return true
+	}
+}
+
+// Write writes all of p, waiting in the poller while the socket's send buffer is full, until the
+// write deadline passes or the connection is closed. It returns how much was written.
+func (s *Socket) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.w = call{p: p}
+	err := s.rc.Write(s.writeFn)
+	n, errno := s.w.n, s.w.errno
+	s.w.p = nil
+	switch {
+	case err != nil:
+		return n, err
+	case errno != 0:
+		return n, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
+	}
+	return n, nil
+}
+
+func (s *Socket) write(fd uintptr) bool {
+	for s.w.n < len(s.w.p) {
+		b := s.w.p[s.w.n:]
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case 0:
+			if n == 0 {
+				s.w.errno = syscall.EIO // no progress on a writable socket: never loop on it
+				return true
+			}
+			s.w.n += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // the poller waits
+		default:
+			s.w.errno = e
+			return true
+		}
+	}
+	return true
+}
+
+// Conn is a TCP connection whose Read and Write are its Socket's; the rest is the *net.TCPConn's
+// (deadlines, Close, CloseWrite, SyscallConn, ReadFrom).
+type Conn struct {
+	*net.TCPConn
+	s *Socket
+}
+
+// Wrap gives nc as a Conn when it is a *net.TCPConn, else nc itself.
+func Wrap(nc net.Conn) net.Conn {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nc
+	}
+	s := New(tc)
+	if s == nil {
+		return nc
+	}
+	return &Conn{TCPConn: tc, s: s}
+}
+
+func (c *Conn) Read(p []byte) (int, error)  { return c.s.Read(p) }
+func (c *Conn) Write(p []byte) (int, error) { return c.s.Write(p) }

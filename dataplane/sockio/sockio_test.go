@@ -1,0 +1,299 @@
+//go:build linux
+
+package sockio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pair gives the two ends of a loopback TCP connection; a is the one to wrap.
+func pair(t testing.TB) (a, b *net.TCPConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		done <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-done
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+func mustNew(t testing.TB, c net.Conn) *Socket {
+	t.Helper()
+	s := New(c)
+	if s == nil {
+		t.Fatalf("New(%T) = nil", c)
+	}
+	return s
+}
+
+func TestReadWrite(t *testing.T) {
+	a, b := pair(t)
+	s := mustNew(t, a)
+	if n, err := s.Write([]byte("ping")); n != 4 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	buf := make([]byte, 16)
+	if n, err := io.ReadFull(b, buf[:4]); err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("peer read %q, %v", buf[:n], err)
+	}
+	// The Read waits in the poller: nothing is there when it starts.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		b.Write([]byte("pong"))
+	}()
+	if n, err := s.Read(buf); err != nil || string(buf[:n]) != "pong" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+	if n, err := s.Read(nil); n != 0 || err != nil {
+		t.Fatalf("Read(nil) = %d, %v", n, err)
+	}
+	if n, err := s.Write(nil); n != 0 || err != nil {
+		t.Fatalf("Write(nil) = %d, %v", n, err)
+	}
+}
+
+// A write larger than the socket buffers completes as the peer reads: the Socket waits in the
+// poller while the send buffer is full, and every byte arrives in order.
+func TestWriteWaitsForBufferSpace(t *testing.T) {
+	a, b := pair(t)
+	s := mustNew(t, a)
+	want := make([]byte, 16<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		var buf bytes.Buffer
+		time.Sleep(50 * time.Millisecond) // let the send buffer fill first
+		io.CopyN(&buf, b, int64(len(want)))
+		got <- buf.Bytes()
+	}()
+	if n, err := s.Write(want); n != len(want) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d", n, err, len(want))
+	}
+	if !bytes.Equal(<-got, want) {
+		t.Fatal("the peer read other bytes than were written")
+	}
+}
+
+func TestReadEOF(t *testing.T) {
+	a, b := pair(t)
+	s := mustNew(t, a)
+	b.Write([]byte("last"))
+	b.Close()
+	buf := make([]byte, 16)
+	if n, err := s.Read(buf); err != nil || string(buf[:n]) != "last" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+	if n, err := s.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("Read after the peer closed = %d, %v; want 0, io.EOF", n, err)
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	a, _ := pair(t)
+	s := mustNew(t, a)
+	a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	n, err := s.Read(make([]byte, 8))
+	var ne net.Error
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read past the deadline = %d, %v; want a timeout", n, err)
+	}
+	// The peer never reads: the write fills the buffers, then times out, saying how much went.
+	a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	big := make([]byte, 64<<20)
+	n, err = s.Write(big)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n <= 0 || n >= len(big) {
+		t.Fatalf("Write past the deadline = %d, %v; want part written and a timeout", n, err)
+	}
+}
+
+// Close interrupts a Read waiting in the poller, and later calls fail as on the net.Conn.
+func TestClose(t *testing.T) {
+	a, _ := pair(t)
+	s := mustNew(t, a)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 8))
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	a.Close()
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read across Close = %v; want net.ErrClosed", err)
+	}
+	if _, err := s.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write after Close = %v; want net.ErrClosed", err)
+	}
+}
+
+// Writing to a peer that reset the connection is an error (EPIPE or ECONNRESET), not a signal
+// that ends the process.
+func TestWriteToResetPeer(t *testing.T) {
+	a, b := pair(t)
+	s := mustNew(t, a)
+	b.SetLinger(0)
+	b.Close()
+	time.Sleep(20 * time.Millisecond)
+	var err error
+	for range 100 {
+		if _, err = s.Write([]byte("after reset")); err != nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("Write to a reset peer = %v; want EPIPE or ECONNRESET", err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "write" {
+		t.Fatalf("error %v is not a write *net.OpError", err)
+	}
+}
+
+// A Read and a Write run at once on one Socket (the race detector checks the two calls' state
+// stays apart), as a proxy reads a client while it writes to it.
+func TestConcurrentReadAndWrite(t *testing.T) {
+	a, b := pair(t)
+	s := mustNew(t, a)
+	const rounds = 2000
+	go io.Copy(b, b) // the peer echoes
+	errc := make(chan error, 1)
+	go func() {
+		msg := []byte("0123456789abcdef")
+		for range rounds {
+			if _, err := s.Write(msg); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	buf := make([]byte, 16)
+	for range rounds {
+		if _, err := io.ReadFull(s, buf); err != nil {
+			t.Fatal(err)
+		}
+		if string(buf) != "0123456789abcdef" {
+			t.Fatalf("read %q", buf)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewWithoutSocket(t *testing.T) {
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	if s := New(c1); s != nil {
+		t.Fatal("New(net.Pipe) gave a Socket")
+	}
+}
+
+// Wrap gives a TCP connection whose Read and Write are the Socket's and whose other methods
+// (CloseWrite, SyscallConn, deadlines) are the TCP connection's; anything else comes back as it is.
+func TestWrap(t *testing.T) {
+	a, b := pair(t)
+	w := Wrap(a)
+	c, ok := w.(*Conn)
+	if !ok {
+		t.Fatalf("Wrap(*net.TCPConn) = %T; want *Conn", w)
+	}
+	if _, err := c.Write([]byte("half")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(b); err != nil || string(got) != "half" {
+		t.Fatalf("peer read %q, %v; want \"half\" then EOF", got, err)
+	}
+	if _, ok := w.(syscall.Conn); !ok {
+		t.Error("the wrapped connection is no syscall.Conn")
+	}
+	b.Write([]byte("back"))
+	buf := make([]byte, 8)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "back" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if Wrap(p1) != p1 {
+		t.Error("Wrap(net.Pipe) did not give the pipe back")
+	}
+}
+
+// Read and Write allocate nothing: the functions RawConn calls are bound once, in New.
+func TestNoAllocations(t *testing.T) {
+	a, b := pair(t)
+	s := mustNew(t, a)
+	msg, buf := []byte("x"), make([]byte, 1)
+	allocs := testing.AllocsPerRun(200, func() {
+		s.Write(msg)
+		b.Read(buf)
+		b.Write(msg)
+		s.Read(buf)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations a round trip; want 0", allocs)
+	}
+}
+
+// BenchmarkIO compares the two ways side by side: a 64-byte write (the peer drains in another
+// goroutine), and a round trip of 64 bytes to an echoing peer. Run it with -cpu 1 for the one-core
+// case the proxy is measured in; the round trip is mostly the wait for the peer.
+func BenchmarkIO(b *testing.B) {
+	for _, op := range []string{"write", "roundtrip"} {
+		for _, mode := range []string{"net.Conn", "sockio"} {
+			b.Run(op+"/"+mode, func(b *testing.B) {
+				a, peer := pair(b)
+				var rw io.ReadWriter = a
+				if mode == "sockio" {
+					rw = mustNew(b, a)
+				}
+				msg, buf := make([]byte, 64), make([]byte, 64)
+				if op == "write" {
+					go io.Copy(io.Discard, peer)
+				} else {
+					go io.Copy(peer, peer)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := rw.Write(msg); err != nil {
+						b.Fatal(err)
+					}
+					if op == "write" {
+						continue
+					}
+					if _, err := io.ReadFull(rw, buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
