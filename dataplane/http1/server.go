@@ -331,6 +331,10 @@ func (c *conn) awaitRequest(n int) awaitResult {
 		}
 		c.rw.SetReadDeadline(dl)
 	default:
+		// Yield once before waiting: while the goroutines ready meanwhile run, the client often
+		// sends its next request, which is then read at once, not after a read that finds nothing
+		// (EAGAIN) and a round through the poller. With nothing else to run, it returns at once.
+		runtime.Gosched()
 		if !c.setState(http.StateIdle) {
 			return awaitClose
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -184,6 +185,12 @@ func (p *Pool) roundTrip(ctx context.Context, c *conn, w http.ResponseWriter, ou
 		}
 	}
 	if resp == nil {
+		if c.br.Buffered() == 0 {
+			// Yield once, as the HTTP/1 server before a keep-alive wait: the backend's answer
+			// is often there when this goroutine runs again, and is read without first finding
+			// nothing (EAGAIN) and waiting in the poller.
+			runtime.Gosched()
+		}
 		resp, retry, err = p.readResponse(ctx, c, out, timeout, ri.kind <= bodyEmpty, false)
 		if err != nil {
 			if bodyWrErr != nil && !c.aborted.Load() {
