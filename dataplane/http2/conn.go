@@ -33,14 +33,15 @@ const (
 // conn is one client connection. Its goroutine reads and handles frames (serve); handlers write
 // their own frames under wmu.
 type conn struct {
-	s      *Server
-	nc     net.Conn
-	ctx    context.Context
-	remote string
-	tls    *tls.ConnectionState // nil in the clear
-	r      io.Reader            // what fr reads from
-	fr     *http2.Framer        // reads in serve only; writes under wmu
-	canon  map[string]string    // header names seen here, lower case to canonical (serve only)
+	s       *Server
+	nc      net.Conn
+	ctx     context.Context
+	ctxDone bool // ctx can be done (streams' contexts follow it)
+	remote  string
+	tls     *tls.ConnectionState // nil in the clear
+	r       io.Reader            // what fr reads from
+	fr      *http2.Framer        // reads in serve only; writes under wmu
+	canon   map[string]string    // header names seen here, lower case to canonical (serve only)
 
 	// The write side, under wmu. bw is taken from a pool for a burst of writes and given back
 	// by the writer that flushes it.
@@ -106,6 +107,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	if s.ConnContext != nil {
 		c.ctx = s.ConnContext(c.ctx, nc)
 	}
+	c.ctxDone = c.ctx.Done() != nil
 	return c
 }
 
@@ -518,7 +520,7 @@ func (c *conn) closeStreamLocked(st *stream, err error) (inc int64) {
 	unread := int64(len(st.in))
 	st.in = st.in[:0]
 	delete(c.streams, st.id)
-	st.cancel()
+	st.cancelContext(context.Canceled)
 	st.cond.Broadcast()
 	if unread > 0 {
 		inc = c.ackLocked(unread)

@@ -40,13 +40,15 @@ type stream struct {
 	headerOut atomic.Bool // the final response's HEADERS are written (set under the write lock)
 
 	// Set before the handler runs.
-	ctx    context.Context
-	cancel context.CancelFunc
-	req    *http.Request
-	trail  []string // trailer keys the request declared
-	w      responseWriter
-	body   requestBody
+	ctx   streamCtx // the stream is its request's context (context.go)
+	req   *http.Request
+	trail []string // trailer keys the request declared
+	w     responseWriter
+	body  requestBody
 }
+
+// emptyRequest is the zero request each stream's is copied from (by WithContext).
+var emptyRequest = new(http.Request)
 
 func (c *conn) newStream(id uint32, endStream bool) *stream {
 	st := &stream{c: c, id: id, sendWindow: int64(c.peerWindow), recvWindow: streamWindow,
@@ -101,13 +103,14 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	handler := c.s.Handler
 	if f.Truncated {
 		handler = http.HandlerFunc(headerTooLarge)
-		st.req = &http.Request{Method: f.PseudoValue("method"), URL: &url.URL{}, Header: http.Header{},
-			Proto: "HTTP/2.0", ProtoMajor: 2, Body: http.NoBody, RemoteAddr: c.remote}
+		r := emptyRequest.WithContext(st)
+		r.Method, r.URL, r.Header = f.PseudoValue("method"), &url.URL{}, http.Header{}
+		r.Proto, r.ProtoMajor, r.Body, r.RemoteAddr = "HTTP/2.0", 2, http.NoBody, c.remote
+		st.req = r
 	} else if err := c.newRequest(st, f); err != nil {
 		return err
 	}
-	st.ctx, st.cancel = context.WithCancel(c.ctx)
-	st.req = st.req.WithContext(st.ctx)
+	st.startContext()
 	st.w.handler = handler
 	st.w.header = http.Header{}
 	st.w.head = st.req.Method == http.MethodHead
@@ -115,7 +118,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		st.cancel()
+		st.cancelContext(context.Canceled)
 		return nil
 	}
 	c.streams[id] = st
@@ -263,8 +266,9 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) error {
 	if host == "" {
 		host = header.Get("Host")
 	}
-	r := &http.Request{Method: method, URL: u, Proto: "HTTP/2.0", ProtoMajor: 2, Header: header,
-		Host: host, RemoteAddr: c.remote, RequestURI: path, TLS: c.tls}
+	r := emptyRequest.WithContext(st) // the request's one allocation, with the stream as context
+	r.Method, r.URL, r.Proto, r.ProtoMajor, r.Header = method, u, "HTTP/2.0", 2, header
+	r.Host, r.RemoteAddr, r.RequestURI, r.TLS = host, c.remote, path, c.tls
 	switch {
 	case st.remoteDone:
 		r.Body = http.NoBody
