@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -60,15 +61,64 @@ type server struct {
 func (bs *backendSet) choose(r *http.Request) (srv *server, fresh bool) {
 	if bs.affinity {
 		for _, name := range [2]string{bs.cookieName, bs.corsName} {
-			if c, err := r.Cookie(name); err == nil {
+			if v, ok := cookieValue(r.Header, name); ok {
 				// The affinity exception: a draining server keeps its clients until its drain ends.
-				if s := bs.serverByHash[c.Value]; s != nil && s.usable() && (!s.draining || !s.drainEnded.Load()) {
+				if s := bs.serverByHash[v]; s != nil && s.usable() && (!s.draining || !s.drainEnded.Load()) {
 					return s, false
 				}
 			}
 		}
 	}
 	return bs.pick(), true
+}
+
+// cookieValue is the value of the first cookie called name in the request's Cookie fields whose
+// value is valid, as http.Request.Cookie finds it (the same trimming, surrounding double quotes
+// removed, none past net/http's default limit of 3,000 cookies), without parsing every cookie into
+// an http.Cookie: a returning client's request reads its affinity cookie with no allocation.
+func cookieValue(h http.Header, name string) (string, bool) {
+	lines := h["Cookie"]
+	count := 0
+	for _, line := range lines {
+		count += strings.Count(line, ";") + 1
+	}
+	if count > maxCookies {
+		return "", false
+	}
+	for _, line := range lines {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			n, v, _ := strings.Cut(trimHTTPSpace(part), "=")
+			if trimHTTPSpace(n) != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if validCookieValue(v) {
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
+
+// maxCookies is net/http's default limit on the cookies of a request (GODEBUG httpcookiemaxnum):
+// past it, it reads none.
+const maxCookies = 3000
+
+// trimHTTPSpace trims what textproto.TrimString does: ASCII spaces, tabs and line ends.
+func trimHTTPSpace(s string) string { return strings.Trim(s, " \t\r\n") }
+
+// validCookieValue reports whether v holds only the bytes net/http accepts in a cookie value.
+func validCookieValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; b < 0x20 || b >= 0x7f || b == '"' || b == ';' || b == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *server) usable() bool { return s.health == nil || s.health.Usable() }
