@@ -17,6 +17,7 @@ targets=(
 	"FuzzDecodeValidate ./controlplane/config/"
 	"FuzzMatchRewrite ./dataplane/route/"
 	"FuzzParse ./dataplane/http1/"
+	"FuzzPlainTarget ./dataplane/httphead/"
 	"FuzzAffinityCookie ./dataplane/proxy/"
 	"FuzzResponseHead ./dataplane/upstream/"
 	"FuzzConnectStream ./agent/"

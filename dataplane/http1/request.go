@@ -248,10 +248,9 @@ func (x *exchange) parseTarget(target string) error {
 	if target == "" {
 		return badRequest("empty request target")
 	}
-	if path, query, ok := plainOriginForm(target); ok {
+	if u, ok := httphead.PlainTarget(target); ok {
 		// The common origin form, with nothing to unescape: no allocation.
-		// A "?" with nothing after it is kept, as url.ParseRequestURI keeps it (ForceQuery).
-		x.url = url.URL{Path: path, RawQuery: query, ForceQuery: query == "" && len(path) < len(target)}
+		x.url = u
 		r.URL = &x.url
 		return nil
 	}
@@ -279,47 +278,6 @@ func (x *exchange) parseTarget(target string) error {
 	r.URL = &x.url
 	return nil
 }
-
-// plainOriginForm splits an origin-form target whose path has only characters that a URL path
-// keeps as they are (so that url.ParseRequestURI would give the same Path, an empty RawPath and
-// the same RawQuery); ok is false for any other target.
-func plainOriginForm(target string) (path, query string, ok bool) {
-	if len(target) < 1 || target[0] != '/' || len(target) > 1 && target[1] == '/' {
-		return "", "", false
-	}
-	i := 0
-	for ; i < len(target) && target[i] != '?'; i++ {
-		if !pathByte[target[i]] {
-			return "", "", false
-		}
-	}
-	if i == len(target) {
-		return target, "", true
-	}
-	for j := i + 1; j < len(target); j++ {
-		if c := target[j]; c <= ' ' || c >= 0x7f {
-			return "", "", false
-		}
-	}
-	return target[:i], target[i+1:], true
-}
-
-// pathByte marks the bytes that url.URL keeps unescaped in a path.
-var pathByte = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range "-_.~$&+,/:;=@" {
-		t[c] = true
-	}
-	return t
-}()
 
 // add appends a header value, using the exchange's backing array so that a header of one value
 // costs no allocation.

@@ -42,6 +42,7 @@ type stream struct {
 	// Set before the handler runs.
 	ctx   streamCtx // the stream is its request's context (context.go)
 	req   *http.Request
+	url   url.URL  // req.URL for a plain origin-form target
 	trail []string // trailer keys the request declared
 	w     responseWriter
 	body  requestBody
@@ -258,7 +259,10 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) error {
 	case path == "*":
 		u = &url.URL{Path: "*"}
 	default:
-		if u, err = url.ParseRequestURI(path); err != nil {
+		if plain, ok := httphead.PlainTarget(path); ok {
+			st.url = plain // the common target: no parse, no allocation of its own
+			u = &st.url
+		} else if u, err = url.ParseRequestURI(path); err != nil {
 			return malformed
 		}
 	}

@@ -1,11 +1,13 @@
 // Package httphead is what the data plane's HTTP/1 and HTTP/2 servers (dataplane/http1,
-// dataplane/http2) both work out from header fields: the trailers a Trailer field announces, the
-// trailer fields a handler set in its response header map, and the Date value of the second.
+// dataplane/http2) both work out from a request's head and a response's header fields: the
+// request target's common form, the trailers a Trailer field announces, the trailer fields a
+// handler set in its response header map, and the Date value of the second.
 package httphead
 
 import (
 	"iter"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -95,3 +97,46 @@ func Date() []byte { return current().b }
 
 // DateString is Date as a string.
 func DateString() string { return current().s }
+
+// PlainTarget gives the URL of an origin-form request target whose path has only characters that
+// a URL path keeps as they are, as url.ParseRequestURI would give it (the same Path, RawQuery and
+// ForceQuery, no RawPath), without parsing or allocating; ok is false for any other target (parse
+// that one with url.ParseRequestURI).
+func PlainTarget(target string) (u url.URL, ok bool) {
+	if len(target) < 1 || target[0] != '/' || len(target) > 1 && target[1] == '/' {
+		return u, false
+	}
+	i := 0
+	for ; i < len(target) && target[i] != '?'; i++ {
+		if !pathByte[target[i]] {
+			return u, false
+		}
+	}
+	if i == len(target) {
+		return url.URL{Path: target}, true
+	}
+	for j := i + 1; j < len(target); j++ {
+		if c := target[j]; c <= ' ' || c >= 0x7f {
+			return u, false
+		}
+	}
+	// A "?" with nothing after it is kept, as url.ParseRequestURI keeps it (ForceQuery).
+	return url.URL{Path: target[:i], RawQuery: target[i+1:], ForceQuery: i == len(target)-1}, true
+}
+
+// pathByte marks the bytes that url.URL keeps unescaped in a path.
+var pathByte = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-_.~$&+,/:;=@" {
+		t[c] = true
+	}
+	return t
+}()

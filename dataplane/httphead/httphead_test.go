@@ -3,6 +3,8 @@ package httphead
 import (
 	"maps"
 	"net/http"
+	"net/url"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -50,4 +52,47 @@ func TestDate(t *testing.T) {
 	if b := Date(); string(b) != s && string(b) != DateString() {
 		t.Fatalf("Date %q and DateString %q differ", b, s)
 	}
+}
+
+// PlainTarget gives what url.ParseRequestURI gives for every target it takes, and takes the
+// common ones.
+func TestPlainTarget(t *testing.T) {
+	for _, target := range []string{
+		"/", "/a/b", "/a?b=c&d", "/a?", "/a??", "/a?b?c", "/~user/$&+,;=:@-._", "/a%20b", "/a b", "/a!b",
+		"//a", "/a#b", "/a?b#c", "/a?\x7f", "/é", "/a?é", "/a/../b", "*", "a", "",
+	} {
+		u, ok := PlainTarget(target)
+		if !ok {
+			continue
+		}
+		want, err := url.ParseRequestURI(target)
+		if err != nil {
+			t.Errorf("%q is plain, url.ParseRequestURI: %v", target, err)
+			continue
+		}
+		if !reflect.DeepEqual(u, *want) {
+			t.Errorf("%q: %+v, url.ParseRequestURI %+v", target, u, *want)
+		}
+	}
+	for _, target := range []string{"/", "/a?b", "/a?", "/index.html?q=1&r=2"} {
+		if _, ok := PlainTarget(target); !ok {
+			t.Errorf("%q is not plain", target)
+		}
+	}
+}
+
+func FuzzPlainTarget(f *testing.F) {
+	for _, s := range []string{"/", "/a?b", "/a?", "/a%20b", "//x", "/a?b#c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		u, ok := PlainTarget(target)
+		if !ok {
+			return
+		}
+		want, err := url.ParseRequestURI(target)
+		if err != nil || !reflect.DeepEqual(u, *want) {
+			t.Fatalf("%q: %+v; url.ParseRequestURI %+v, %v", target, u, want, err)
+		}
+	})
 }
