@@ -247,6 +247,13 @@ func (c *conn) serve() {
 	c.loop(0)
 }
 
+// A connection is the context of the requests it serves (no context is allocated for a request):
+// the values and deadline of Server.ConnContext's, and ClientGone (gone_linux.go).
+func (c *conn) Deadline() (time.Time, bool) { return c.ctx.Deadline() }
+func (c *conn) Done() <-chan struct{}       { return c.ctx.Done() }
+func (c *conn) Err() error                  { return c.ctx.Err() }
+func (c *conn) Value(key any) any           { return c.ctx.Value(key) }
+
 // idleHandOff is how long a connection's goroutine waits for the next request before it hands
 // the wait to the server's parker (see parker) and ends: serving a request grows a goroutine's
 // stack (to 8 KiB and more), and an idle goroutine keeps it, while a parked connection holds no
@@ -627,7 +634,7 @@ func (x *exchange) reset(c *conn) {
 	x.strs = x.strs[:0]
 	x.chunked, x.expect, x.close = false, false, false
 	if c.base == nil {
-		c.base = emptyRequest.WithContext(c.ctx)
+		c.base = emptyRequest.WithContext(c)
 	}
 	x.req = *c.base
 	x.req.Header = x.header

@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -234,19 +236,63 @@ func (p *Pool) startHeader(c *conn, timeout time.Duration) bool {
 	return !c.aborted.Load()
 }
 
+// clientWatcher is a request context that can tell whether its client has left (dataplane/http1's
+// connection: HTTP/1 has no other sign of it; an HTTP/2 client resets its stream, which ends the
+// context).
+type clientWatcher interface {
+	ClientGone() bool
+}
+
+// clientCheckInterval is how often a client is checked while its backend has not begun to answer.
+const clientCheckInterval = time.Second
+
+// errClientGone is why an exchange ended when its client left while the backend was silent.
+var errClientGone = errors.New("the client closed its connection before the backend answered")
+
 // readResponse waits for and parses the final response header. noBody
 // reports that no request body was sent, so that a reused connection that
 // yields nothing at all may be retried. want101 accepts a 101 Switching
 // Protocols as the answer (an upgrade was requested).
+//
+// A client that can say whether it has left (clientWatcher) is asked every clientCheckInterval
+// while the backend has not begun to answer, and one that has ends the exchange, as nginx ends it
+// (unless proxy_ignore_client_abort), rather than the header timeout: a backend no one waits for
+// any more is not kept busy, nor a connection held for it. The wait is then cut in slices of
+// clientCheckInterval, the first set where the header deadline would be (no extra system call
+// for an answer that comes within a second).
 func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, timeout time.Duration,
 	noBody, want101 bool) (resp *http.Response, retry bool, err error) {
 	defer c.endHeader()
-	if !p.startHeader(c, timeout) {
+	w, watch := ctx.(clientWatcher)
+	watch = watch && (timeout <= 0 || timeout > clientCheckInterval)
+	wait := timeout
+	if watch {
+		wait = clientCheckInterval
+	}
+	if !p.startHeader(c, wait) {
 		return nil, false, canceled(p.addr, ctx)
 	}
-	if _, err := c.br.Peek(1); err != nil {
+	_, err = c.br.Peek(1)
+	if watch && err != nil && isTimeout(err) && !c.aborted.Load() {
+		err = p.awaitAnswer(ctx, c, w, timeout-clientCheckInterval)
+		if errors.Is(err, errClientGone) {
+			return nil, false, wrap(p.addr, ErrCanceled, "", err)
+		}
+	}
+	if err != nil {
 		retry = noBody && c.reused && !c.aborted.Load() && !isTimeout(err)
 		return nil, retry, p.connErr(ctx, c, "connection closed before response", err)
+	}
+	if watch && !headBuffered(c.br) {
+		// The answer has begun: the rest of the header gets a header timeout of its own (at
+		// least what was left of it), not what is left of the slice.
+		var dl time.Time
+		if timeout > 0 {
+			dl = time.Now().Add(timeout - clientCheckInterval)
+		}
+		if !c.setReadDeadline(dl) {
+			return nil, false, canceled(p.addr, ctx)
+		}
 	}
 	resp, err = readHeader(c, out, false, want101)
 	if err != nil {
@@ -256,6 +302,37 @@ func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, tim
 		return nil, false, canceled(p.addr, ctx)
 	}
 	return resp, false, nil
+}
+
+// awaitAnswer goes on waiting for the first byte of the backend's answer after the first slice,
+// for left more (none: no limit), asking w between slices whether the client has left.
+func (p *Pool) awaitAnswer(ctx context.Context, c *conn, w clientWatcher, left time.Duration) error {
+	var end time.Time
+	if left > 0 {
+		end = time.Now().Add(left)
+	}
+	for {
+		if w.ClientGone() {
+			return errClientGone
+		}
+		next := time.Now().Add(clientCheckInterval)
+		if !end.IsZero() && end.Before(next) {
+			next = end
+		}
+		if !c.setReadDeadline(next) {
+			return canceled(p.addr, ctx)
+		}
+		_, err := c.br.Peek(1)
+		if err == nil || !isTimeout(err) || c.aborted.Load() || next.Equal(end) {
+			return err
+		}
+	}
+}
+
+// headBuffered reports whether the response head is in br's buffer whole.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
 
 // awaitContinue waits for the backend's reaction to "Expect: 100-continue".
