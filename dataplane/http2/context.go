@@ -14,7 +14,9 @@ import (
 // child context.
 //
 // Values and the deadline are the connection context's (Server.ConnContext). That one is
-// normally never done; if it is, so are its streams.
+// normally never done; when it can be, the request's context is a context.WithCancel child of it
+// instead (child), which the stream cancels when it closes: its end and its Cause follow the
+// connection context's as with net/http.
 
 // streamCtx is the context state of a stream.
 type streamCtx struct {
@@ -24,7 +26,9 @@ type streamCtx struct {
 	after     []afterFunc // functions to run at cancel; after = afterBuf[:0] at first
 	afterBuf  [2]afterFunc
 	nextAfter uint32
-	stopConn  func() bool // stops the AfterFunc on a connection context that can be done
+
+	child       context.Context // the request's context when the connection context can end
+	cancelChild context.CancelFunc
 }
 
 type afterFunc struct {
@@ -38,12 +42,14 @@ var closedChan = func() chan struct{} {
 	return c
 }()
 
-// startContext readies the stream's context, before its handler runs.
-func (st *stream) startContext() {
+// startContext readies the stream's context and gives the request's, before the request is made.
+func (st *stream) startContext() context.Context {
 	st.ctx.after = st.ctx.afterBuf[:0]
 	if st.c.ctxDone {
-		st.ctx.stopConn = context.AfterFunc(st.c.ctx, func() { st.cancelContext(st.c.ctx.Err()) })
+		st.ctx.child, st.ctx.cancelChild = context.WithCancel(st.c.ctx)
+		return st.ctx.child
 	}
+	return st
 }
 
 // cancelContext makes the stream's context done with err, and starts the functions AfterFunc
@@ -63,13 +69,13 @@ func (st *stream) cancelContext(err error) {
 	}
 	after := x.after
 	x.after = nil
-	stopConn := x.stopConn
 	x.mu.Unlock()
 	for _, a := range after {
 		go a.f()
 	}
-	if stopConn != nil {
-		stopConn()
+	clear(after) // the stream keeps no reference to them
+	if x.cancelChild != nil {
+		x.cancelChild()
 	}
 }
 

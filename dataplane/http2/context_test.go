@@ -160,3 +160,68 @@ func TestConnContextCanceled(t *testing.T) {
 		t.Errorf("the request context after the connection context ended: %v; want context.Canceled", err)
 	}
 }
+
+// A connection context that is done already: every stream's request context is done at once
+// (and, under the race detector, without a race between the stream's start and its cancel).
+func TestConnContextDoneAlready(t *testing.T) {
+	t.Parallel()
+	connCtx, cancel := context.WithCancel(context.Background())
+	cancel()
+	done := make(chan error, 4)
+	ts := serve(t, &srv.Server{
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return connCtx },
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+				done <- r.Context().Err()
+			case <-time.After(ioTimeout):
+				done <- errors.New("not done")
+			}
+		}),
+	}, false)
+	rc := ts.raw(t)
+	rc.handshake()
+	for i := uint32(1); i <= 7; i += 2 {
+		rc.writeHeaders(i, true, rc.request("GET", "/")...)
+	}
+	for range 4 {
+		if err := recv(t, done, "a handler"); !errors.Is(err, context.Canceled) {
+			t.Errorf("request context: %v; want context.Canceled", err)
+		}
+	}
+}
+
+// With a connection context that can end, a stream the client reset keeps its own cause
+// (context.Canceled) when the connection context ends later with another.
+func TestStreamCauseOwn(t *testing.T) {
+	t.Parallel()
+	connCtx, cancelConn := context.WithCancelCause(context.Background())
+	defer cancelConn(nil)
+	got := make(chan [2]error, 1)
+	connEnded := make(chan struct{})
+	started := make(chan struct{}, 1)
+	ts := serve(t, &srv.Server{
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return connCtx },
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			started <- struct{}{}
+			<-r.Context().Done() // the client's reset
+			<-connEnded
+			got <- [2]error{r.Context().Err(), context.Cause(r.Context())}
+		}),
+	}, false)
+	rc := ts.raw(t)
+	rc.handshake()
+	rc.writeHeaders(1, true, rc.request("GET", "/")...)
+	recv(t, started, "the handler")
+	rc.writeRST(1, http2.ErrCodeCancel)
+	rc.writePing([8]byte{1}) // the reset is processed before the PING is answered
+	rc.waitFor("the PING's ACK", func(f frame) bool { return f.Type == http2.FramePing })
+	cancelConn(errors.New("connection cause"))
+	close(connEnded)
+	r := recv(t, got, "the handler's result")
+	if !errors.Is(r[0], context.Canceled) || !errors.Is(r[1], context.Canceled) {
+		t.Errorf("Err %v, Cause %v; want context.Canceled for both (the stream's reset, not the connection's cause)", r[0], r[1])
+	}
+}

@@ -101,17 +101,18 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Unlock()
 
 	st := c.newStream(id, f.StreamEnded())
+	ctx := st.startContext()
 	handler := c.s.Handler
 	if f.Truncated {
 		handler = http.HandlerFunc(headerTooLarge)
-		r := emptyRequest.WithContext(st)
+		r := emptyRequest.WithContext(ctx)
 		r.Method, r.URL, r.Header = f.PseudoValue("method"), &url.URL{}, http.Header{}
 		r.Proto, r.ProtoMajor, r.Body, r.RemoteAddr = "HTTP/2.0", 2, http.NoBody, c.remote
 		st.req = r
-	} else if err := c.newRequest(st, f); err != nil {
+	} else if err := c.newRequest(st, ctx, f); err != nil {
+		st.cancelContext(context.Canceled)
 		return err
 	}
-	st.startContext()
 	st.w.handler = handler
 	st.w.header = http.Header{}
 	st.w.head = st.req.Method == http.MethodHead
@@ -175,7 +176,7 @@ func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 
 // newRequest builds st's request from the header block, as net/http's HTTP/2 server does; a
 // malformed one is a stream error (RFC 9113 8.1.1).
-func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) error {
+func (c *conn) newRequest(st *stream, ctx context.Context, f *http2.MetaHeadersFrame) error {
 	malformed := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	var method, path, scheme, authority string
 	for _, hf := range f.PseudoFields() {
@@ -270,7 +271,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) error {
 	if host == "" {
 		host = header.Get("Host")
 	}
-	r := emptyRequest.WithContext(st) // the request's one allocation, with the stream as context
+	r := emptyRequest.WithContext(ctx) // the request's one allocation, with its context (the stream)
 	r.Method, r.URL, r.Proto, r.ProtoMajor, r.Header = method, u, "HTTP/2.0", 2, header
 	r.Host, r.RemoteAddr, r.RequestURI, r.TLS = host, c.remote, path, c.tls
 	switch {

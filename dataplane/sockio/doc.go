@@ -11,6 +11,9 @@
 // interrupts a wait, and the descriptor's read and write locks are held, so a Socket and its
 // net.Conn may be used side by side.
 //
+// The race detector does not see into raw system calls: bytes passed through a Socket give it no
+// happens-before edge between the goroutines at its two ends, as a net.Conn's do.
+//
 // Wrap gives a *net.TCPConn whose Read and Write are its Socket's (a TLS connection over it is
 // read and written the same way); New gives the Socket alone. Only Linux has Sockets: elsewhere
 // New gives nil and Wrap the connection as it is.

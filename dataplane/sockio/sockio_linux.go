@@ -4,19 +4,24 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
 
-// Socket is the raw reader and writer of one connection's socket. A Read and a Write may run at
-// once, as on a net.Conn; two Reads (or two Writes) may not.
+// Socket is the raw reader and writer of one connection's socket. Like a net.Conn, it may be read
+// and written from several goroutines at once: Reads (and Writes) take turns, each whole, as the
+// descriptor's locks make them on the net.Conn.
 type Socket struct {
 	rc syscall.RawConn
+	nc net.Conn // for the addresses of an error
 
-	// The Read and the Write in progress, for the functions bound once (a call allocates nothing).
-	r, w    call
-	readFn  func(fd uintptr) bool
-	writeFn func(fd uintptr) bool
+	// The Read and the Write in progress, for the functions bound once (a call allocates nothing);
+	// each under its mutex, taken before the call is stored.
+	rmu, wmu sync.Mutex
+	r, w     call
+	readFn   func(fd uintptr) bool
+	writeFn  func(fd uintptr) bool
 }
 
 // call is one Read's or Write's buffer, progress and error.
@@ -38,7 +43,7 @@ func New(nc net.Conn) *Socket {
 	if err != nil {
 		return nil
 	}
-	s := &Socket{rc: rc}
+	s := &Socket{rc: rc, nc: nc}
 	s.readFn = s.read
 	s.writeFn = s.write
 	return s
@@ -50,15 +55,17 @@ func (s *Socket) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	s.rmu.Lock()
 	s.r = call{p: p}
 	err := s.rc.Read(s.readFn)
 	n, errno := s.r.n, s.r.errno
 	s.r.p = nil
+	s.rmu.Unlock()
 	switch {
 	case err != nil:
 		return 0, err
 	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", errno)}
+		return 0, s.opError("read", errno)
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -88,17 +95,25 @@ func (s *Socket) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	s.wmu.Lock()
 	s.w = call{p: p}
 	err := s.rc.Write(s.writeFn)
 	n, errno := s.w.n, s.w.errno
 	s.w.p = nil
+	s.wmu.Unlock()
 	switch {
 	case err != nil:
 		return n, err
 	case errno != 0:
-		return n, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
+		return n, s.opError("write", errno)
 	}
 	return n, nil
+}
+
+// opError is a system call's error as a net.Conn reports it.
+func (s *Socket) opError(op string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: s.nc.LocalAddr(), Addr: s.nc.RemoteAddr(),
+		Err: os.NewSyscallError(op, errno)}
 }
 
 func (s *Socket) write(fd uintptr) bool {

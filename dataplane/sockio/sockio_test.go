@@ -247,6 +247,57 @@ func TestWrap(t *testing.T) {
 	}
 }
 
+// Two Writes at once, as a net.Conn allows: each is written whole, one after the other, and each
+// reports its own length (a regression: the second once replaced the first's buffer while the
+// first waited for buffer space, and both reported success with bytes lost).
+func TestConcurrentWrites(t *testing.T) {
+	a, b := pair(t)
+	c := Wrap(a)
+	big := bytes.Repeat([]byte{'b'}, 32<<20)
+	small := []byte("hello")
+	type result struct {
+		n   int
+		err error
+	}
+	bigDone, smallDone := make(chan result, 1), make(chan result, 1)
+	go func() { n, err := c.Write(big); bigDone <- result{n, err} }()
+	time.Sleep(50 * time.Millisecond) // the big write fills the send buffer and waits in the poller
+	go func() { n, err := c.Write(small); smallDone <- result{n, err} }()
+	got := make(chan []byte, 1)
+	go func() { all, _ := io.ReadAll(b); got <- all }()
+	rb, rs := <-bigDone, <-smallDone
+	if rb.err != nil || rb.n != len(big) || rs.err != nil || rs.n != len(small) {
+		t.Fatalf("Write(32 MiB) = %d, %v; Write(5) = %d, %v", rb.n, rb.err, rs.n, rs.err)
+	}
+	a.CloseWrite()
+	all := <-got
+	if len(all) != len(big)+len(small) {
+		t.Fatalf("the peer received %d bytes; want %d", len(all), len(big)+len(small))
+	}
+	// Whole writes, one after the other: "hello" is not inside the big one.
+	if i := bytes.Index(all, small); i != 0 && i != len(big) {
+		t.Fatalf("the small write landed at %d, inside the big one", i)
+	}
+}
+
+// A system call's error names the connection's addresses, as a net.Conn's does.
+func TestErrorAddresses(t *testing.T) {
+	a, b := pair(t)
+	s := mustNew(t, a)
+	b.SetLinger(0)
+	b.Close()
+	time.Sleep(20 * time.Millisecond)
+	_, err := s.Read(make([]byte, 8))
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" || oe.Source == nil || oe.Addr == nil ||
+		oe.Source.String() != a.LocalAddr().String() || oe.Addr.String() != a.RemoteAddr().String() {
+		t.Fatalf("Read from a reset connection: %v; want a read *net.OpError with both addresses", err)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("Read from a reset connection: %v; want ECONNRESET", err)
+	}
+}
+
 // Read and Write allocate nothing: the functions RawConn calls are bound once, in New.
 func TestNoAllocations(t *testing.T) {
 	a, b := pair(t)
