@@ -38,6 +38,16 @@ func pair(t testing.TB) (a, b *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
+// resetPair gives a connection whose peer has reset it (closed with SO_LINGER 0), and its Socket.
+func resetPair(t testing.TB) (*net.TCPConn, *Socket) {
+	a, b := pair(t)
+	s := mustNew(t, a)
+	b.SetLinger(0)
+	b.Close()
+	time.Sleep(20 * time.Millisecond) // the RST arrives
+	return a, s
+}
+
 func mustNew(t testing.TB, c net.Conn) *Socket {
 	t.Helper()
 	s := New(c)
@@ -151,11 +161,7 @@ func TestClose(t *testing.T) {
 // Writing to a peer that reset the connection is an error (EPIPE or ECONNRESET), not a signal
 // that ends the process.
 func TestWriteToResetPeer(t *testing.T) {
-	a, b := pair(t)
-	s := mustNew(t, a)
-	b.SetLinger(0)
-	b.Close()
-	time.Sleep(20 * time.Millisecond)
+	_, s := resetPair(t)
 	var err error
 	for range 100 {
 		if _, err = s.Write([]byte("after reset")); err != nil {
@@ -282,11 +288,7 @@ func TestConcurrentWrites(t *testing.T) {
 
 // A system call's error names the connection's addresses, as a net.Conn's does.
 func TestErrorAddresses(t *testing.T) {
-	a, b := pair(t)
-	s := mustNew(t, a)
-	b.SetLinger(0)
-	b.Close()
-	time.Sleep(20 * time.Millisecond)
+	a, s := resetPair(t)
 	_, err := s.Read(make([]byte, 8))
 	var oe *net.OpError
 	if !errors.As(err, &oe) || oe.Op != "read" || oe.Source == nil || oe.Addr == nil ||
