@@ -15,11 +15,11 @@ func (c *conn) ClientGone() bool {
 		return false
 	}
 	gone := false
-	rc.Control(func(fd uintptr) {
+	err := rc.Control(func(fd uintptr) {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
 		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
 			gone = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
 		}
 	})
-	return gone
+	return gone || err != nil // closed here (Server.Close): no one is left to answer either
 }

@@ -301,6 +301,11 @@ func (h *portHandler) serve(w http.ResponseWriter, r *http.Request, ex *exchange
 		http.Error(w, "502 Bad Gateway: backend server "+srv.addr+" was drained", http.StatusBadGateway)
 	case errors.Is(err, upstream.ErrCanceled), errors.Is(err, context.Canceled):
 		ex.status = 0 // the client went away
+		if r.ProtoMajor == 1 {
+			// Nothing is sent (nginx's 499): the HTTP/1 server would answer 200 for a handler
+			// that wrote nothing, and a client that only shut down its sending side would read it.
+			panic(http.ErrAbortHandler)
+		}
 	case errors.As(err, new(*http.MaxBytesError)):
 		// A body of unknown length grew past the limit: the backend connection was dropped before
 		// the body's end, so the backend never got a complete request.

@@ -40,6 +40,11 @@ type conn struct {
 	limit    int64
 	limiting bool
 
+	// rearm: the next Read sets the read deadline to headerEnd first (zero: none), for the rest
+	// of a response header whose first byte came in a slice of the wait (readResponse).
+	rearm     bool
+	headerEnd time.Time
+
 	// Deadline bookkeeping: whether a read/write deadline is currently set and
 	// must be cleared before the conn can be reused.
 	readDeadline  bool
@@ -90,6 +95,12 @@ func newConn(nc net.Conn, p *Pool) *conn {
 func (c *conn) Read(p []byte) (int, error) {
 	if !c.limiting {
 		return c.nc.Read(p)
+	}
+	if c.rearm {
+		c.rearm = false
+		if !c.setReadDeadline(c.headerEnd) {
+			return 0, errAborted
+		}
 	}
 	if c.limit <= 0 {
 		return 0, errHeaderTooLarge

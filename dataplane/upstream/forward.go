@@ -1,8 +1,6 @@
 package upstream
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -226,12 +224,12 @@ func (p *Pool) connErr(ctx context.Context, c *conn, what string, err error) err
 	}
 }
 
-// startHeader enables the response header size limit and, if timeout > 0,
-// sets the header read deadline. It reports false if the exchange was aborted.
-func (p *Pool) startHeader(c *conn, timeout time.Duration) bool {
+// startHeader enables the response header size limit and, unless dl is zero, sets the header
+// read deadline. It reports false if the exchange was aborted.
+func (p *Pool) startHeader(c *conn, dl time.Time) bool {
 	c.limiting, c.limit = true, p.opts.MaxResponseHeaderBytes
-	if timeout > 0 {
-		return c.setReadDeadline(time.Now().Add(timeout))
+	if !dl.IsZero() {
+		return c.setReadDeadline(dl)
 	}
 	return !c.aborted.Load()
 }
@@ -265,16 +263,21 @@ func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, tim
 	defer c.endHeader()
 	w, watch := ctx.(clientWatcher)
 	watch = watch && (timeout <= 0 || timeout > clientCheckInterval)
-	wait := timeout
-	if watch {
-		wait = clientCheckInterval
+	now := time.Now()
+	var end time.Time // the whole header's deadline (zero: none)
+	if timeout > 0 {
+		end = now.Add(timeout)
 	}
-	if !p.startHeader(c, wait) {
+	first := end
+	if watch {
+		first = now.Add(clientCheckInterval)
+	}
+	if !p.startHeader(c, first) {
 		return nil, false, canceled(p.addr, ctx)
 	}
 	_, err = c.br.Peek(1)
 	if watch && err != nil && isTimeout(err) && !c.aborted.Load() {
-		err = p.awaitAnswer(ctx, c, w, timeout-clientCheckInterval)
+		err = p.awaitAnswer(ctx, c, w, end)
 		if errors.Is(err, errClientGone) {
 			return nil, false, wrap(p.addr, ErrCanceled, "", err)
 		}
@@ -283,16 +286,11 @@ func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, tim
 		retry = noBody && c.reused && !c.aborted.Load() && !isTimeout(err)
 		return nil, retry, p.connErr(ctx, c, "connection closed before response", err)
 	}
-	if watch && !headBuffered(c.br) {
-		// The answer has begun: the rest of the header gets a header timeout of its own (at
-		// least what was left of it), not what is left of the slice.
-		var dl time.Time
-		if timeout > 0 {
-			dl = time.Now().Add(timeout - clientCheckInterval)
-		}
-		if !c.setReadDeadline(dl) {
-			return nil, false, canceled(p.addr, ctx)
-		}
+	if watch {
+		// The answer has begun: the rest of the header (1xx responses included) has what is
+		// left of the header's deadline, not of the slice, set by the next read from the
+		// backend (a head that came whole needs none: no system call).
+		c.rearm, c.headerEnd = true, end
 	}
 	resp, err = readHeader(c, out, false, want101)
 	if err != nil {
@@ -305,12 +303,8 @@ func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, tim
 }
 
 // awaitAnswer goes on waiting for the first byte of the backend's answer after the first slice,
-// for left more (none: no limit), asking w between slices whether the client has left.
-func (p *Pool) awaitAnswer(ctx context.Context, c *conn, w clientWatcher, left time.Duration) error {
-	var end time.Time
-	if left > 0 {
-		end = time.Now().Add(left)
-	}
+// until end (zero: no limit), asking w between slices whether the client has left.
+func (p *Pool) awaitAnswer(ctx context.Context, c *conn, w clientWatcher, end time.Time) error {
 	for {
 		if w.ClientGone() {
 			return errClientGone
@@ -329,12 +323,6 @@ func (p *Pool) awaitAnswer(ctx context.Context, c *conn, w clientWatcher, left t
 	}
 }
 
-// headBuffered reports whether the response head is in br's buffer whole.
-func headBuffered(br *bufio.Reader) bool {
-	b, _ := br.Peek(br.Buffered())
-	return bytes.Contains(b, []byte("\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
-}
-
 // awaitContinue waits for the backend's reaction to "Expect: 100-continue".
 // It returns (nil, nil) when the body should be sent now (100 Continue, or no
 // answer within ExpectContinueTimeout), or the backend's final response.
@@ -345,7 +333,11 @@ func (p *Pool) awaitContinue(ctx context.Context, c *conn, out *http.Request, ti
 	if headerLimited {
 		wait = timeout
 	}
-	if !p.startHeader(c, wait) {
+	var waitEnd time.Time
+	if wait > 0 {
+		waitEnd = time.Now().Add(wait)
+	}
+	if !p.startHeader(c, waitEnd) {
 		return nil, canceled(p.addr, ctx)
 	}
 	if _, err := c.br.Peek(1); err != nil {
@@ -406,7 +398,7 @@ func readHeader(c *conn, out *http.Request, want100, want101 bool) (*http.Respon
 }
 
 // endHeader disables the header size limit.
-func (c *conn) endHeader() { c.limiting = false }
+func (c *conn) endHeader() { c.limiting, c.rearm = false, false }
 
 // respond writes the response header to w and copies the body.
 func (p *Pool) respond(ctx context.Context, c *conn, w http.ResponseWriter, out *http.Request,

@@ -143,6 +143,35 @@ func TestSlowBackendAnswerWhileClientWaits(t *testing.T) {
 	must(t, resp.StatusCode == 200 && string(body) == "slow", "header finished 1.5 s after it began: %s %q, want 200 \"slow\"", resp.Status, body)
 }
 
+// TestHalfClosedClientGetsNoAnswer: a client that sends its request and then shuts down its
+// sending side (HTTP/1.0 tools, `nc -N`) counts as gone, as for nginx: the backend exchange ends
+// and the connection closes with nothing sent (nginx's 499), not with a "200 OK" the backend never
+// gave (a regression found in review: the HTTP/1 server answered 200 for the handler that wrote
+// nothing).
+func TestHalfClosedClientGetsNoAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(2500 * time.Millisecond)
+			w.WriteHeader(http.StatusTeapot)
+			io.WriteString(w, "from the backend")
+		}
+	}))
+	defer srv.Close()
+	w := startWorker(t)
+	port := freePort(t)
+	apply(t, w, 1, gatewayDoc(t, "Http", port, portOf(srv.Listener.Addr()), ""))
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /slow HTTP/1.0\r\nHost: x\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	must(t, err == nil && len(got) == 0, "a half-closed client read %q, %v; want the connection closed with nothing sent", got, err)
+}
+
 // twoListeners is a gateway with an Http listener on plain and an Https one on secure, both to the
 // backend on backendPort with the given request timeout (seconds).
 func twoListeners(t testing.TB, plain, secure, backendPort, timeout int) string {
