@@ -354,6 +354,9 @@ func (h *portHandler) upgrade(w http.ResponseWriter, r *http.Request, up *upstre
 	timeout time.Duration, stats *serverStats) (int, error) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	if cw, ok := r.Context().(clientWatcher); ok {
+		ctx = watchedContext{ctx, cw} // the backend exchange still asks whether the client left
+	}
 	stopCut := context.AfterFunc(stats.lifetime(), cancel)
 	defer stopCut()
 	status, err := up.Upgrade(ctx, w, r, proto, timeout, stats.track)
@@ -362,6 +365,18 @@ func (h *portHandler) upgrade(w http.ResponseWriter, r *http.Request, up *upstre
 	}
 	return status, err
 }
+
+// clientWatcher is a request context that can tell whether its client has left (dataplane/http1's
+// connection; dataplane/upstream asks it while a backend has not begun to answer).
+type clientWatcher interface{ ClientGone() bool }
+
+// watchedContext is a context derived from a request's that still answers ClientGone.
+type watchedContext struct {
+	context.Context
+	cw clientWatcher
+}
+
+func (c watchedContext) ClientGone() bool { return c.cw.ClientGone() }
 
 // tooLarge answers 413 and, on HTTP/1, closes the connection rather than read the rest of the body.
 func tooLarge(w http.ResponseWriter, r *http.Request, max int64) {

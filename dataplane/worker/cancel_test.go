@@ -17,9 +17,9 @@ import (
 // TestClientCancelReachesBackend: when a client gives up on a request whose backend has not
 // answered, the gateway ends the backend exchange: the backend's connection closes, which ends the
 // backend handler's request context, rather than the exchange running to its timeout (20 s here).
-// An HTTP/1.1 client closes its connection, in the clear or over TLS (the worker notices within
-// a second: it asks the client's socket between slices of the wait); an HTTP/2 client resets its
-// stream and keeps its connection.
+// An HTTP/1.1 client closes its connection, in the clear or over TLS, with an Upgrade request too
+// (the worker notices within a second: it asks the client's socket between slices of the wait);
+// an HTTP/2 client resets its stream and keeps its connection.
 func TestClientCancelReachesBackend(t *testing.T) {
 	arrived := make(chan struct{}, 4)
 	ended := make(chan error, 4)
@@ -40,6 +40,31 @@ func TestClientCancelReachesBackend(t *testing.T) {
 	plain, secure := freePort(t), freePort(t)
 	apply(t, w, 1, twoListeners(t, plain, secure, portOf(srv.Listener.Addr()), 20))
 
+	t.Run("Upgrade", func(t *testing.T) {
+		// An Upgrade request (WebSocket) goes through the proxy's upgrade path, under a context of
+		// its own: the client is still watched there.
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", plain))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request never reached the backend")
+		}
+		c.Close()
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the backend request was not aborted")
+		}
+	})
 	for _, proto := range []string{"HTTP/1.1", "HTTPS", "h2c"} {
 		t.Run(proto, func(t *testing.T) {
 			tr := &http.Transport{Protocols: new(http.Protocols), TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // the test's own certificate
