@@ -8,7 +8,7 @@ import (
 // served: the socket is polled for POLLRDHUP, with no wait and no read (TLS included: a close
 // notification waiting to be read does not hide the end of the stream). A client that shuts down
 // its sending side counts as gone, as for nginx. The proxy's backend exchange asks it (through the
-// request's context) while a backend is slow to answer.
+// request's context, an upstream.ClientWatcher) while a backend is slow to answer.
 func (c *conn) ClientGone() bool {
 	rc := socketOf(c.rw)
 	if rc == nil {

@@ -354,7 +354,7 @@ func (h *portHandler) upgrade(w http.ResponseWriter, r *http.Request, up *upstre
 	timeout time.Duration, stats *serverStats) (int, error) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	if cw, ok := r.Context().(clientWatcher); ok {
+	if cw, ok := r.Context().(upstream.ClientWatcher); ok {
 		ctx = watchedContext{ctx, cw} // the backend exchange still asks whether the client left
 	}
 	stopCut := context.AfterFunc(stats.lifetime(), cancel)
@@ -366,14 +366,10 @@ func (h *portHandler) upgrade(w http.ResponseWriter, r *http.Request, up *upstre
 	return status, err
 }
 
-// clientWatcher is a request context that can tell whether its client has left (dataplane/http1's
-// connection; dataplane/upstream asks it while a backend has not begun to answer).
-type clientWatcher interface{ ClientGone() bool }
-
-// watchedContext is a context derived from a request's that still answers ClientGone.
+// watchedContext is a context derived from a request's that is still an upstream.ClientWatcher.
 type watchedContext struct {
 	context.Context
-	cw clientWatcher
+	cw upstream.ClientWatcher
 }
 
 func (c watchedContext) ClientGone() bool { return c.cw.ClientGone() }

@@ -5,16 +5,15 @@
 // monitor thread (sysmon) is woken, and kept polling every 20 µs, to take Ps back from calls that
 // last. A non-blocking socket's call never blocks: it copies bytes and returns. On a busy proxy
 // pinned to one core that bookkeeping, and the monitor's wake-ups preempting the proxy's thread,
-// cost a share of the CPU the copies cost (README, Performance). A Socket makes the same calls
+// cost a share of the CPU the copies cost (README, Performance). A Conn makes the same calls
 // without it (syscall.RawSyscall) inside syscall.RawConn's Read and Write, so everything else stays
 // as on the net.Conn: the poller waits while the socket is not ready, deadlines apply, Close
-// interrupts a wait, and the descriptor's read and write locks are held, so a Socket and its
-// net.Conn may be used side by side.
+// interrupts a wait, and the descriptor's read and write locks are held, so a Conn and the
+// *net.TCPConn it wraps may be used side by side.
 //
-// The race detector does not see into raw system calls: bytes passed through a Socket give it no
+// The race detector does not see into raw system calls: bytes passed through a Conn give it no
 // happens-before edge between the goroutines at its two ends, as a net.Conn's do.
 //
-// Wrap gives a *net.TCPConn whose Read and Write are its Socket's (a TLS connection over it is
-// read and written the same way); New gives the Socket alone. Only Linux has Sockets: elsewhere
-// New gives nil and Wrap the connection as it is.
+// Wrap gives a *net.TCPConn as a Conn (a TLS connection over it is read and written the same
+// way). Only Linux has them: elsewhere Wrap gives the connection as it is.
 package sockio

@@ -9,10 +9,10 @@ import (
 	"unsafe"
 )
 
-// Socket is the raw reader and writer of one connection's socket. Like a net.Conn, it may be read
+// socket is the raw reader and writer of one connection's socket. Like a net.Conn, it may be read
 // and written from several goroutines at once: Reads (and Writes) take turns, each whole, as the
 // descriptor's locks make them on the net.Conn.
-type Socket struct {
+type socket struct {
 	rc syscall.RawConn
 	nc net.Conn // for the addresses of an error
 
@@ -31,10 +31,10 @@ type call struct {
 	errno syscall.Errno
 }
 
-// New gives the Socket of nc, or nil when nc has no socket of its own (TLS, pipes): use nc then.
-// The Socket is bound to nc's descriptor: a net.Conn made anew for the same socket (os.NewFile,
-// net.FileConn) needs a Socket of its own.
-func New(nc net.Conn) *Socket {
+// newSocket gives the raw reader and writer of nc's socket, or nil when nc has none of its own
+// (TLS, pipes). It is bound to nc's descriptor: a net.Conn made anew for the same socket
+// (os.NewFile, net.FileConn) needs one of its own (Wrap it).
+func newSocket(nc net.Conn) *socket {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return nil
@@ -43,7 +43,7 @@ func New(nc net.Conn) *Socket {
 	if err != nil {
 		return nil
 	}
-	s := &Socket{rc: rc, nc: nc}
+	s := &socket{rc: rc, nc: nc}
 	s.readFn = s.read
 	s.writeFn = s.write
 	return s
@@ -51,7 +51,7 @@ func New(nc net.Conn) *Socket {
 
 // Read reads up to len(p) bytes, waiting in the poller until some are there, the read deadline
 // passes or the connection is closed. At the end of the stream it returns io.EOF.
-func (s *Socket) Read(p []byte) (int, error) {
+func (s *socket) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -72,7 +72,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (s *Socket) read(fd uintptr) bool {
+func (s *socket) read(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.r.p[0])), uintptr(len(s.r.p)))
 		switch e {
@@ -91,7 +91,7 @@ func (s *Socket) read(fd uintptr) bool {
 
 // Write writes all of p, waiting in the poller while the socket's send buffer is full, until the
 // write deadline passes or the connection is closed. It returns how much was written.
-func (s *Socket) Write(p []byte) (int, error) {
+func (s *socket) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -111,12 +111,12 @@ func (s *Socket) Write(p []byte) (int, error) {
 }
 
 // opError is a system call's error as a net.Conn reports it.
-func (s *Socket) opError(op string, errno syscall.Errno) error {
+func (s *socket) opError(op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: s.nc.LocalAddr(), Addr: s.nc.RemoteAddr(),
 		Err: os.NewSyscallError(op, errno)}
 }
 
-func (s *Socket) write(fd uintptr) bool {
+func (s *socket) write(fd uintptr) bool {
 	for s.w.n < len(s.w.p) {
 		b := s.w.p[s.w.n:]
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
@@ -138,11 +138,11 @@ func (s *Socket) write(fd uintptr) bool {
 	return true
 }
 
-// Conn is a TCP connection whose Read and Write are its Socket's; the rest is the *net.TCPConn's
+// Conn is a TCP connection whose Read and Write are raw system calls (see the package comment); the rest is the *net.TCPConn's
 // (deadlines, Close, CloseWrite, SyscallConn, ReadFrom).
 type Conn struct {
 	*net.TCPConn
-	s *Socket
+	s *socket
 }
 
 // Wrap gives nc as a Conn when it is a *net.TCPConn, else nc itself.
@@ -151,7 +151,7 @@ func Wrap(nc net.Conn) net.Conn {
 	if !ok {
 		return nc
 	}
-	s := New(tc)
+	s := newSocket(tc)
 	if s == nil {
 		return nc
 	}

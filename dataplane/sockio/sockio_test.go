@@ -38,8 +38,8 @@ func pair(t testing.TB) (a, b *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// resetPair gives a connection whose peer has reset it (closed with SO_LINGER 0), and its Socket.
-func resetPair(t testing.TB) (*net.TCPConn, *Socket) {
+// resetPair gives a connection whose peer has reset it (closed with SO_LINGER 0), and its raw reader and writer.
+func resetPair(t testing.TB) (*net.TCPConn, *socket) {
 	a, b := pair(t)
 	s := mustNew(t, a)
 	b.SetLinger(0)
@@ -48,11 +48,11 @@ func resetPair(t testing.TB) (*net.TCPConn, *Socket) {
 	return a, s
 }
 
-func mustNew(t testing.TB, c net.Conn) *Socket {
+func mustNew(t testing.TB, c net.Conn) *socket {
 	t.Helper()
-	s := New(c)
+	s := newSocket(c)
 	if s == nil {
-		t.Fatalf("New(%T) = nil", c)
+		t.Fatalf("newSocket(%T) = nil", c)
 	}
 	return s
 }
@@ -83,7 +83,7 @@ func TestReadWrite(t *testing.T) {
 	}
 }
 
-// A write larger than the socket buffers completes as the peer reads: the Socket waits in the
+// A write larger than the socket buffers completes as the peer reads: the raw writer waits in the
 // poller while the send buffer is full, and every byte arrives in order.
 func TestWriteWaitsForBufferSpace(t *testing.T) {
 	a, b := pair(t)
@@ -178,7 +178,7 @@ func TestWriteToResetPeer(t *testing.T) {
 	}
 }
 
-// A Read and a Write run at once on one Socket (the race detector checks the two calls' state
+// A Read and a Write run at once on one raw socket (the race detector checks the two calls' state
 // stays apart), as a proxy reads a client while it writes to it.
 func TestConcurrentReadAndWrite(t *testing.T) {
 	a, b := pair(t)
@@ -210,16 +210,16 @@ func TestConcurrentReadAndWrite(t *testing.T) {
 	}
 }
 
-func TestNewWithoutSocket(t *testing.T) {
+func TestNoSocketWithoutDescriptor(t *testing.T) {
 	c1, c2 := net.Pipe()
 	defer c1.Close()
 	defer c2.Close()
-	if s := New(c1); s != nil {
-		t.Fatal("New(net.Pipe) gave a Socket")
+	if s := newSocket(c1); s != nil {
+		t.Fatal("newSocket(net.Pipe) gave a raw socket")
 	}
 }
 
-// Wrap gives a TCP connection whose Read and Write are the Socket's and whose other methods
+// Wrap gives a TCP connection whose Read and Write are raw system calls and whose other methods
 // (CloseWrite, SyscallConn, deadlines) are the TCP connection's; anything else comes back as it is.
 func TestWrap(t *testing.T) {
 	a, b := pair(t)

@@ -46,6 +46,9 @@ var (
 // the request (including its body) has been written; while the body is being
 // written, every write must make progress within timeout. 0 means no limit.
 // Cancellation of ctx (the client went away) aborts the exchange at any point.
+// A ctx that is a ClientWatcher is asked, while the backend has not begun to
+// answer, whether its client has left; if it has, the exchange ends with
+// ErrCanceled.
 //
 // Forward returns the status code written to w, or 0 if nothing was written.
 // When it returns an error with status 0, nothing was written to w (not even
@@ -234,10 +237,10 @@ func (p *Pool) startHeader(c *conn, dl time.Time) bool {
 	return !c.aborted.Load()
 }
 
-// clientWatcher is a request context that can tell whether its client has left (dataplane/http1's
+// ClientWatcher is a request context that can tell whether its client has left (dataplane/http1's
 // connection: HTTP/1 has no other sign of it; an HTTP/2 client resets its stream, which ends the
 // context).
-type clientWatcher interface {
+type ClientWatcher interface {
 	ClientGone() bool
 }
 
@@ -252,7 +255,7 @@ var errClientGone = errors.New("the client closed its connection before the back
 // yields nothing at all may be retried. want101 accepts a 101 Switching
 // Protocols as the answer (an upgrade was requested).
 //
-// A client that can say whether it has left (clientWatcher) is asked every clientCheckInterval
+// A client that can say whether it has left (ClientWatcher) is asked every clientCheckInterval
 // while the backend has not begun to answer, and one that has ends the exchange, as nginx ends it
 // (unless proxy_ignore_client_abort), rather than the header timeout: a backend no one waits for
 // any more is not kept busy, nor a connection held for it. The wait is then cut in slices of
@@ -261,7 +264,7 @@ var errClientGone = errors.New("the client closed its connection before the back
 func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, timeout time.Duration,
 	noBody, want101 bool) (resp *http.Response, retry bool, err error) {
 	defer c.endHeader()
-	w, watch := ctx.(clientWatcher)
+	w, watch := ctx.(ClientWatcher)
 	watch = watch && (timeout <= 0 || timeout > clientCheckInterval)
 	now := time.Now()
 	var end time.Time // the whole header's deadline (zero: none)
@@ -304,7 +307,7 @@ func (p *Pool) readResponse(ctx context.Context, c *conn, out *http.Request, tim
 
 // awaitAnswer goes on waiting for the first byte of the backend's answer after the first slice,
 // until end (zero: no limit), asking w between slices whether the client has left.
-func (p *Pool) awaitAnswer(ctx context.Context, c *conn, w clientWatcher, end time.Time) error {
+func (p *Pool) awaitAnswer(ctx context.Context, c *conn, w ClientWatcher, end time.Time) error {
 	for {
 		if w.ClientGone() {
 			return errClientGone
