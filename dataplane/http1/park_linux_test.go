@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/dataplane/sockio"
 )
 
 // socketModes runs f with connections as they come from the listener, and with each held by a
@@ -532,4 +534,42 @@ func churn(addr string, id, rounds int, idle time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// sockioListener gives its connections as package sockio's, whose read deadlines move lazily.
+type sockioListener struct{ net.Listener }
+
+func (l sockioListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return sockio.Wrap(c), nil
+}
+
+// A socket whose read deadline moves lazily wakes the idle wait at the deadline of the request
+// before, and the wait goes on in a read: the connection still parks at its own deadline, holding
+// no buffer, and serves its next request.
+func TestParkedAfterEarlyDeadline(t *testing.T) {
+	s := &Server{Handler: echo, handOff: 80 * time.Millisecond}
+	r := startWith(t, s, func(l net.Listener) net.Listener { return sockioListener{l} })
+	c := dial(t, r.addr)
+	c.do(get("/1"))
+	time.Sleep(40 * time.Millisecond) // the next wait's deadline is noted; the socket keeps this one
+	if _, body := c.do(get("/2")); body != "GET /2" {
+		t.Fatalf("second request: %q", body)
+	}
+	waitParked(t, s, 1)
+	s.mu.Lock()
+	s.idle.mu.Lock() // the parker's: it starts the goroutine that serves the next request
+	for pc := range s.conns {
+		if pc.x != nil {
+			t.Errorf("a parked connection holds its exchange (a %d-byte buffer)", pc.x.br.Size())
+		}
+	}
+	s.idle.mu.Unlock()
+	s.mu.Unlock()
+	if _, body := c.do(get("/3")); body != "GET /3" {
+		t.Fatalf("request after parking: %q", body)
+	}
 }

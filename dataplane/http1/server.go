@@ -375,6 +375,13 @@ func (c *conn) awaitRequest(n int) awaitResult {
 		err = cmp.Or(rerr, io.EOF)
 	}
 	if err != nil {
+		if c.x != nil {
+			// The waiter was woken with nothing to read, and the read waited (a spurious wake, or
+			// a socket's earlier deadline: package sockio moves read deadlines lazily). An idle
+			// connection holds no buffer.
+			c.x.release()
+			c.x = nil
+		}
 		if handOff && errors.Is(err, os.ErrDeadlineExceeded) && !c.s.shutting.Load() {
 			return awaitHandOff
 		}

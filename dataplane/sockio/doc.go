@@ -11,6 +11,11 @@
 // interrupts a wait, and the descriptor's read and write locks are held, so a Conn and the
 // *net.TCPConn it wraps may be used side by side.
 //
+// A Conn's read deadline is moved lazily: a deadline later than the socket's (or none) is noted,
+// and set when the socket's earlier one ends a read (SetReadDeadline). A proxy moves each socket's
+// read deadline later several times a request, and each move on a net.Conn is a lock and a move
+// of the runtime's timer.
+//
 // The race detector does not see into raw system calls: bytes passed through a Conn give it no
 // happens-before edge between the goroutines at its two ends, as a net.Conn's do.
 //

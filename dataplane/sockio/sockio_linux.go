@@ -1,11 +1,13 @@
 package sockio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -138,11 +140,17 @@ func (s *socket) write(fd uintptr) bool {
 	return true
 }
 
-// Conn is a TCP connection whose Read and Write are raw system calls (see the package comment); the rest is the *net.TCPConn's
-// (deadlines, Close, CloseWrite, SyscallConn, ReadFrom).
+// Conn is a TCP connection whose Read and Write are raw system calls (see the package comment),
+// and whose read deadline is moved lazily (SetReadDeadline). The rest is the *net.TCPConn's (write
+// deadlines, Close, CloseWrite, ReadFrom).
 type Conn struct {
 	*net.TCPConn
 	s *socket
+
+	// The read deadline. armed is never later than want (zero is later than any time).
+	dmu   sync.Mutex
+	want  time.Time // the deadline last set (zero: none)
+	armed time.Time // the deadline on the socket (zero: none)
 }
 
 // Wrap gives nc as a Conn when it is a *net.TCPConn, else nc itself.
@@ -158,5 +166,85 @@ func Wrap(nc net.Conn) net.Conn {
 	return &Conn{TCPConn: tc, s: s}
 }
 
-func (c *Conn) Read(p []byte) (int, error)  { return c.s.Read(p) }
+// Read reads as a net.Conn does. A read ended by a deadline earlier than the one last set
+// (SetReadDeadline) sets that one and goes on.
+func (c *Conn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.s.Read(p)
+		if err == nil || !c.early(err) {
+			return n, err
+		}
+	}
+}
+
 func (c *Conn) Write(p []byte) (int, error) { return c.s.Write(p) }
+
+// SetReadDeadline sets the read deadline, as on a net.Conn. Moving a socket's deadline costs a
+// lock and a move of the runtime's timer, and a proxy moves it several times a request, each time
+// later (the wait for the next request, the request's head, the backend's answer, then none). So
+// a later deadline than the socket's (or none) is only noted: the socket keeps the earlier one,
+// and a read it ends (Read, and SyscallConn's Read) sets the one noted and goes on. An earlier
+// deadline is set at once, and ends a read in progress (a deadline in the past aborts it).
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.want = t
+	if t.IsZero() || !c.armed.IsZero() && !t.Before(c.armed) {
+		return nil
+	}
+	c.armed = t
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+// SetDeadline sets the write deadline and the read deadline (SetReadDeadline).
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.TCPConn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
+}
+
+// early reports whether err, a read's, is a timeout of the socket's deadline when a later one (or
+// none) was set since; if so it sets that one on the socket.
+func (c *Conn) early(err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.armed.Equal(c.want) {
+		return false
+	}
+	c.armed = c.want
+	return c.TCPConn.SetReadDeadline(c.want) == nil
+}
+
+// WriteTo copies the connection's bytes to w with Read (the *net.TCPConn's would read past the
+// lazy deadline).
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, struct{ io.Reader }{c})
+}
+
+// SyscallConn gives the socket's raw connection, whose Read, like the Conn's, goes on past a
+// deadline earlier than the one last set.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	rc, err := c.TCPConn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return rawConn{RawConn: rc, c: c}, nil
+}
+
+type rawConn struct {
+	syscall.RawConn
+	c *Conn
+}
+
+func (r rawConn) Read(f func(fd uintptr) bool) error {
+	for {
+		err := r.RawConn.Read(f)
+		if err == nil || !r.c.early(err) {
+			return err
+		}
+	}
+}

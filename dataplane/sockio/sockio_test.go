@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // pair gives the two ends of a loopback TCP connection; a is the one to wrap.
@@ -348,5 +349,202 @@ func BenchmarkIO(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// wrapped gives the two ends of a loopback connection, the first as a Conn.
+func wrapped(t testing.TB) (*Conn, *net.TCPConn) {
+	t.Helper()
+	a, b := pair(t)
+	c, ok := Wrap(a).(*Conn)
+	if !ok {
+		t.Fatalf("Wrap(%T) is not a *Conn", a)
+	}
+	return c, b
+}
+
+// writeAfter writes msg to w after d, in a goroutine.
+func writeAfter(w io.Writer, d time.Duration, msg string) {
+	time.AfterFunc(d, func() { io.WriteString(w, msg) })
+}
+
+// A later read deadline leaves the socket's earlier one in place; a read that one ends goes on
+// to the later one (or none), and is not cut short.
+func TestLazyReadDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		later time.Time
+	}{
+		{"later deadline", time.Now().Add(time.Minute)},
+		{"no deadline", time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer := wrapped(t)
+			early := time.Now().Add(30 * time.Millisecond)
+			c.SetReadDeadline(early)
+			c.SetReadDeadline(tc.later)
+			if !c.armed.Equal(early) {
+				t.Fatalf("socket's deadline %v; want the earlier %v kept", c.armed, early)
+			}
+			writeAfter(peer, 150*time.Millisecond, "late")
+			buf := make([]byte, 8)
+			n, err := c.Read(buf)
+			if err != nil || string(buf[:n]) != "late" {
+				t.Fatalf("Read = %q, %v; want the bytes sent after the earlier deadline", buf[:n], err)
+			}
+			if !c.armed.Equal(tc.later) {
+				t.Fatalf("socket's deadline %v after the read; want %v", c.armed, tc.later)
+			}
+			// A deadline that passed before the read began is renewed the same way.
+			c.SetReadDeadline(time.Now().Add(time.Millisecond))
+			c.SetReadDeadline(tc.later)
+			time.Sleep(20 * time.Millisecond)
+			writeAfter(peer, 50*time.Millisecond, "again")
+			if n, err = c.Read(buf); err != nil || string(buf[:n]) != "again" {
+				t.Fatalf("Read after a passed deadline = %q, %v; want the bytes", buf[:n], err)
+			}
+		})
+	}
+}
+
+// An earlier read deadline is set at once: it ends a read in progress, as a deadline in the past
+// aborts one, and the read reports the timeout.
+func TestEarlierReadDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		at   func() time.Time
+	}{
+		{"sooner", func() time.Time { return time.Now().Add(30 * time.Millisecond) }},
+		{"past", func() time.Time { return time.Unix(1, 0) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := wrapped(t)
+			c.SetReadDeadline(time.Now().Add(time.Minute))
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Read(make([]byte, 8))
+				done <- err
+			}()
+			time.Sleep(20 * time.Millisecond) // the read waits in the poller
+			c.SetReadDeadline(tc.at())
+			select {
+			case err := <-done:
+				var ne net.Error
+				if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+					t.Fatalf("Read = %v; want a timeout", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the earlier deadline did not end the read")
+			}
+		})
+	}
+}
+
+// SetDeadline sets the write deadline at once and the read deadline lazily.
+func TestSetDeadline(t *testing.T) {
+	c, peer := wrapped(t)
+	c.SetDeadline(time.Now().Add(30 * time.Millisecond))
+	c.SetDeadline(time.Time{})
+	writeAfter(peer, 100*time.Millisecond, "x")
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("Read after the deadlines were cleared = %v", err)
+	}
+	c.SetDeadline(time.Unix(1, 0))
+	if _, err := c.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write past the write deadline = %v; want a timeout", err)
+	}
+}
+
+// SyscallConn's Read goes on past the socket's earlier deadline, as Read does: both a check
+// that returns at once (a liveness probe) and a wait for readiness.
+func TestRawReadPastEarlierDeadline(t *testing.T) {
+	c, peer := wrapped(t)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(time.Millisecond))
+	c.SetReadDeadline(time.Time{})
+	time.Sleep(20 * time.Millisecond)
+	if err := rc.Read(func(uintptr) bool { return true }); err != nil {
+		t.Fatalf("a check after the earlier deadline passed = %v; want none", err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	writeAfter(peer, 150*time.Millisecond, "x")
+	var peek [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		return e != syscall.EAGAIN
+	})
+	if err != nil || peek[0] != 'x' {
+		t.Fatalf("a wait past the earlier deadline = %v, peeked %q; want the byte", err, peek[0])
+	}
+	// A deadline that is the one set still ends the wait.
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	c.Read(peek[:])
+	if err := rc.Read(func(uintptr) bool { return false }); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a wait past the deadline set = %v; want a timeout", err)
+	}
+}
+
+// WriteTo (io.Copy from a Conn) reads through Read, past an earlier deadline.
+func TestWriteToPastEarlierDeadline(t *testing.T) {
+	c, peer := wrapped(t)
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	c.SetReadDeadline(time.Time{})
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		io.WriteString(peer, "copied")
+		peer.CloseWrite()
+	}()
+	var got bytes.Buffer
+	if _, err := io.Copy(&got, c); err != nil || got.String() != "copied" {
+		t.Fatalf("io.Copy = %q, %v; want all of it", got.String(), err)
+	}
+}
+
+// Deadlines moved from another goroutine while reads go on (run with -race).
+func TestConcurrentReadDeadlines(t *testing.T) {
+	c, peer := wrapped(t)
+	stop := make(chan struct{})
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.SetReadDeadline(time.Now().Add(time.Duration(i%5) * time.Millisecond))
+			c.SetReadDeadline(time.Now().Add(time.Minute))
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	buf := make([]byte, 1)
+	for range 200 {
+		peer.Write([]byte("x"))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("Read = %v with the last deadline set a minute away", err)
+		}
+	}
+	close(stop)
+}
+
+// BenchmarkSetReadDeadline moves a read deadline later, as a proxy does several times a request:
+// on the *net.TCPConn, and on a Conn (noted, the socket's kept).
+func BenchmarkSetReadDeadline(b *testing.B) {
+	for _, mode := range []string{"net.Conn", "sockio"} {
+		b.Run(mode, func(b *testing.B) {
+			a, _ := pair(b)
+			var nc net.Conn = a
+			if mode == "sockio" {
+				nc = Wrap(a)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			}
+		})
 	}
 }
