@@ -32,6 +32,10 @@
 #              (wrk: handshakes amortised), plus the `handshake` run: a new TLS connection per request
 #              (wrk -H 'Connection: close'; BENCH=handshake selects it alone)
 #   h2         HTTP/2 over TLS (ALPN h2) on that listener: h2load -t1 -c H2_CONNS -m H2_STREAMS
+#   paired     Fleetgate and one peer (nginx, HAProxy) loaded at the same time, both pinned to
+#              core PROXY_CPU, each by its own load generator on core LOAD_CPU: the CPU time a request
+#              of each (PAIRED_CASES, 64 B). Both share every disturbance of the machine, so the
+#              ratio of a round holds steady where single runs vary by tens of percent
 #   routing    dataplane/route's Go benchmarks (path rules and host names, 10 / 1,000 / 10,000), ns/op
 # affinity, rules, https, handshake and h2 compare Fleetgate with nginx and HAProxy (those in TARGETS).
 #
@@ -50,6 +54,8 @@
 #   CONNS      wrk connections (default 64)
 #   H2_CONNS / H2_STREAMS   h2load connections and concurrent streams per connection (default 16 / 4:
 #              64 requests in flight, as wrk's 64 connections)
+#   PAIRED_CASES  the load benchmarks paired runs (default "basic https h2"; of basic affinity rules
+#              https h2)
 #   RULES / RULE_HIT   path-map size and the rule the requests take (default 100 / 50)
 #   MEM_CONNS  connections held in the memory benchmark (default 10000); MEM_SETTLE seconds to wait
 #              with them open before reading RSS (default 2)
@@ -88,7 +94,7 @@ if [[ $QUICK == 1 ]]; then
 	ROUTING_BENCHTIME=${ROUTING_BENCHTIME:-100ms}
 	ROUTING_COUNT=${ROUTING_COUNT:-1}
 fi
-BENCH=${BENCH:-"basic memory affinity rules https h2 routing"}
+BENCH=${BENCH:-"basic memory affinity rules https h2 paired routing"}
 DURATION=${DURATION:-6}
 ROUNDS=${ROUNDS:-3}
 SIZES=${SIZES:-"64 16k"}
@@ -100,6 +106,7 @@ RETRIES=${RETRIES:-2}
 CONNS=${CONNS:-64}
 H2_CONNS=${H2_CONNS:-16}
 H2_STREAMS=${H2_STREAMS:-4}
+PAIRED_CASES=${PAIRED_CASES:-"basic https h2"}
 RULES=${RULES:-100}
 RULE_HIT=${RULE_HIT:-50}
 MEM_CONNS=${MEM_CONNS:-10000}
@@ -131,16 +138,27 @@ declare -A CASE_SIZES=(
 declare -A SELECTED=()
 for b in ${BENCH//,/ }; do
 	case "$b" in
-	basic | affinity | rules | handshake | h2 | memory | routing) SELECTED[$b]=1 ;;
+	basic | affinity | rules | handshake | h2 | memory | paired | routing) SELECTED[$b]=1 ;;
 	https) SELECTED[https]=1 SELECTED[handshake]=1 ;;
-	all) for c in "${ALL_CASES[@]}" memory routing; do SELECTED[$c]=1; done ;;
-	*) echo "bench: unknown benchmark '$b' in BENCH (know: basic memory affinity rules https handshake h2 routing)" >&2; exit 2 ;;
+	all) for c in "${ALL_CASES[@]}" memory paired routing; do SELECTED[$c]=1; done ;;
+	*) echo "bench: unknown benchmark '$b' in BENCH (know: basic memory affinity rules https handshake h2 paired routing)" >&2; exit 2 ;;
 	esac
 done
 selected() { [[ -n ${SELECTED[$1]:-} ]]; }
 CASES=()
 for c in "${ALL_CASES[@]}"; do selected "$c" && CASES+=("$c"); done
-need_tls() { selected https || selected handshake || selected h2; }
+for c in $PAIRED_CASES; do
+	case "$c" in
+	basic | affinity | rules | https | h2) ;;
+	*) echo "bench: PAIRED_CASES: '$c' is not one of basic affinity rules https h2" >&2; exit 2 ;;
+	esac
+done
+# paired CASE: CASE is among the paired runs (which need its listeners).
+paired() { selected paired && [[ " $PAIRED_CASES " == *" $1 "* ]]; }
+need_tls() { selected https || selected handshake || selected h2 || paired https || paired h2; }
+need_h2load() { selected h2 || paired h2; }
+# with CASE: the case's listeners are needed (measured, or paired).
+with() { selected "$1" || paired "$1"; }
 
 # ---- addresses (loopback only) ----
 [[ $NET =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || { echo "bench: NET=$NET is not a loopback /24 prefix such as 127.0.0" >&2; exit 2; }
@@ -187,7 +205,7 @@ for t in "${TARGET_LIST[@]}"; do [[ $t == noproxy ]] || PROXIES+=("$t"); done
 RUN_LIST=()
 if selected basic || selected memory; then
 	RUN_LIST=("${TARGET_LIST[@]}")
-elif ((${#CASES[@]})); then
+elif ((${#CASES[@]})) || selected paired; then
 	RUN_LIST=("${PEERS[@]}")
 fi
 running() { [[ " ${RUN_LIST[*]} " == *" $1 "* ]]; }
@@ -207,9 +225,9 @@ ensure_tools() {
 	running nginx && need+=(nginx)
 	running haproxy && need+=(haproxy)
 	running caddy && need+=(caddy)
-	((${#CASES[@]})) && need+=(wrk)
+	((${#CASES[@]})) || selected paired && need+=(wrk)
 	need_tls && need+=(openssl)
-	selected h2 && need+=(h2load)
+	need_h2load && need+=(h2load)
 	for c in "${need[@]}"; do
 		command -v "$c" >/dev/null 2>&1 || missing+=("${pkg_of[$c]}")
 	done
@@ -261,6 +279,7 @@ cleanup() {
 	local i pid n
 	[[ -n ${LOAD_PID:-} ]] && kill -TERM "$LOAD_PID" 2>/dev/null
 	[[ -n ${HOLD_PID:-} ]] && kill -TERM "$HOLD_PID" 2>/dev/null
+	[[ -n ${PAIR_PID:-} ]] && { pkill -TERM -P "$PAIR_PID" 2>/dev/null; kill -TERM "$PAIR_PID" 2>/dev/null; }
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		pid=${PIDS[i]}
 		kill -TERM "$pid" 2>/dev/null || true
@@ -379,10 +398,10 @@ if ((${#RUN_LIST[@]})); then
 	need_ports+=("$ORIGIN_ADDR")
 	for t in "${RUN_LIST[@]}"; do [[ $t == noproxy ]] || need_ports+=("${ADDR[$t]}"); done
 	running fleetgate && need_ports+=("$CP_ADDR" "$ETCD_CLIENT" "$ETCD_PEER")
-	selected affinity && need_ports+=("$ORIGIN_ADDR2")
+	with affinity && need_ports+=("$ORIGIN_ADDR2")
 	for t in "${PEERS[@]}"; do
-		selected affinity && need_ports+=("$(ip_of "$t"):$AFF_PORT")
-		selected rules && need_ports+=("$(ip_of "$t"):$RULES_PORT")
+		with affinity && need_ports+=("$(ip_of "$t"):$AFF_PORT")
+		with rules && need_ports+=("$(ip_of "$t"):$RULES_PORT")
 		need_tls && need_ports+=("$(ip_of "$t"):$TLS_PORT")
 	done
 fi
@@ -406,7 +425,7 @@ fi
 # ---- origin ----
 if ((${#RUN_LIST[@]})); then
 	origin_listen=$ORIGIN_ADDR
-	selected affinity && origin_listen+=",$ORIGIN_ADDR2"
+	with affinity && origin_listen+=",$ORIGIN_ADDR2"
 	start origin "$LOAD_CPU" GOMAXPROCS=1 -- "$TMP/bin/origin" --listen "$origin_listen"
 	pid=$STARTED_PID
 	wait_http origin "$pid" "http://$ORIGIN_ADDR/64"
@@ -453,7 +472,7 @@ http {
         }
     }
 EOF
-		if selected affinity; then
+		if with affinity; then
 			cat <<EOF
     # nginx OSS has no sticky cookie: route on the client's cookie (it never issues one).
     upstream pair {
@@ -474,7 +493,7 @@ EOF
     }
 EOF
 		fi
-		if selected rules; then
+		if with rules; then
 			for ((i = 1; i <= RULES; i++)); do
 				printf '    upstream r%d { server %s; keepalive 64; keepalive_requests 1000000; keepalive_timeout 120s; }\n' "$i" "$ORIGIN_ADDR"
 			done
@@ -543,7 +562,7 @@ frontend fe
 backend be
     server origin $ORIGIN_ADDR
 EOF
-		if selected affinity; then
+		if with affinity; then
 			cat <<EOF
 
 frontend fe_affinity
@@ -557,7 +576,7 @@ backend be_pair
     server s2 $ORIGIN_ADDR2 cookie s2
 EOF
 		fi
-		if selected rules; then
+		if with rules; then
 			printf '\nfrontend fe_rules\n    bind %s:%s\n' "$ip" "$RULES_PORT"
 			for ((i = 1; i <= RULES; i++)); do
 				printf '    use_backend r%d if { path_beg /r%d/ }\n' "$i" "$i"
@@ -632,19 +651,19 @@ start_fleetgate() {
 		need_tls && echo "sslCertificates: [{name: bench, certFile: $TLS_DIR/cert.pem, keyFile: $TLS_DIR/key.pem}]"
 		echo "httpListeners:"
 		echo "  - {name: web, port: ${a##*:}}"
-		selected affinity && echo "  - {name: affinity, port: $AFF_PORT}"
-		selected rules && echo "  - {name: rules, port: $RULES_PORT}"
+		with affinity && echo "  - {name: affinity, port: $AFF_PORT}"
+		with rules && echo "  - {name: rules, port: $RULES_PORT}"
 		need_tls && echo "  - {name: tls, port: $TLS_PORT, protocol: Https, sslCertificate: bench}"
 		echo "backendAddressPools:"
 		echo "  - {name: origin, backendAddresses: [{ipAddress: ${ORIGIN_ADDR%:*}}]}"
-		selected affinity && echo "  - {name: pair, backendAddresses: [{ipAddress: ${ORIGIN_ADDR%:*}}, {ipAddress: ${ORIGIN_ADDR2%:*}}]}"
-		if selected rules; then
+		with affinity && echo "  - {name: pair, backendAddresses: [{ipAddress: ${ORIGIN_ADDR%:*}}, {ipAddress: ${ORIGIN_ADDR2%:*}}]}"
+		if with rules; then
 			for ((i = 1; i <= RULES; i++)); do echo "  - {name: r$i, backendAddresses: [{ipAddress: ${ORIGIN_ADDR%:*}}]}"; done
 		fi
 		echo "backendHttpSettingsCollection:"
 		echo "  - {name: s, port: ${ORIGIN_ADDR##*:}, requestTimeout: 20}"
-		selected affinity && echo "  - {name: sticky, port: ${ORIGIN_ADDR##*:}, requestTimeout: 20, cookieBasedAffinity: Enabled}"
-		if selected rules; then
+		with affinity && echo "  - {name: sticky, port: ${ORIGIN_ADDR##*:}, requestTimeout: 20, cookieBasedAffinity: Enabled}"
+		if with rules; then
 			echo "urlPathMaps:"
 			echo "  - name: m"
 			echo "    defaultBackendAddressPool: origin"
@@ -656,8 +675,8 @@ start_fleetgate() {
 		fi
 		echo "requestRoutingRules:"
 		echo "  - {name: r, ruleType: Basic, priority: $((prio++)), httpListener: web, backendAddressPool: origin, backendHttpSettings: s}"
-		selected affinity && echo "  - {name: r-affinity, ruleType: Basic, priority: $((prio++)), httpListener: affinity, backendAddressPool: pair, backendHttpSettings: sticky}"
-		selected rules && echo "  - {name: r-rules, ruleType: PathBasedRouting, priority: $((prio++)), httpListener: rules, urlPathMap: m}"
+		with affinity && echo "  - {name: r-affinity, ruleType: Basic, priority: $((prio++)), httpListener: affinity, backendAddressPool: pair, backendHttpSettings: sticky}"
+		with rules && echo "  - {name: r-rules, ruleType: PathBasedRouting, priority: $((prio++)), httpListener: rules, urlPathMap: m}"
 		need_tls && echo "  - {name: r-tls, ruleType: Basic, priority: $((prio++)), httpListener: tls, backendAddressPool: origin, backendHttpSettings: s}"
 	} >"$d/gateway.yaml"
 	local cppid
@@ -727,8 +746,11 @@ tls_info() {
 	if grep -q '^Reused,' <<<"$out2"; then reused="session resumed"; else reused="session NOT resumed"; fi
 	echo "${proto:-?} ${cipher:-?}, $reused"
 }
+# CHECK_CASES: the load benchmarks whose listeners are checked: those measured, and those paired.
+CHECK_CASES=()
+for c in "${ALL_CASES[@]}"; do with "$c" && CHECK_CASES+=("$c"); done
 if ((${#RUN_LIST[@]})); then
-	for c in "${CASES[@]}"; do
+	for c in "${CHECK_CASES[@]}"; do
 		read -r -a tl <<<"$(case_targets "$c")"
 		for t in "${tl[@]}"; do
 			if [[ $c == affinity ]]; then
@@ -1000,6 +1022,56 @@ for c in "${CASES[@]}"; do
 	done
 done
 
+# ---- paired: Fleetgate and one peer loaded at once, on the proxy core ----
+# requests_of CASE OUTFILE: the requests a load run completed.
+requests_of() {
+	if [[ $1 == h2 ]]; then
+		awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($i ~ /^succeeded,?$/) print $(i - 1) }' "$2"
+	else
+		awk '/ requests in / { print $1 }' "$2"
+	fi
+}
+PAIR_PEERS=()
+if selected paired && running fleetgate; then
+	for t in "${PEERS[@]}"; do [[ $t == fleetgate ]] || PAIR_PEERS+=("$t"); done
+fi
+if ((${#PAIR_PEERS[@]})); then
+	ptotal=$(($(wc -w <<<"$PAIRED_CASES") * ${#PAIR_PEERS[@]} * ROUNDS)) prun=0
+	log "paired: Fleetgate and each of ${PAIR_PEERS[*]} loaded at once on core $PROXY_CPU ($PAIRED_CASES, 64 B; $ptotal runs, ~$((ptotal * (DURATION + WARMUP + 2)))s)"
+	for c in $PAIRED_CASES; do
+		for t in "${PAIR_PEERS[@]}"; do
+			for ((r = 1; r <= ROUNDS; r++)); do
+				prun=$((prun + 1))
+				f=$RES/paired.$c.$t.$r
+				pre=$(wait_idle)
+				load "$c" fleetgate 64 "$WARMUP" /dev/null &
+				PAIR_PID=$!
+				load "$c" "$t" 64 "$WARMUP" /dev/null || true
+				wait "$PAIR_PID" || true
+				a0=$(proc_ticks "${TPID[fleetgate]}") b0=$(proc_ticks "${TPID[$t]}")
+				load "$c" fleetgate 64 "$DURATION" "$f.fleetgate.txt" &
+				PAIR_PID=$!
+				load "$c" "$t" 64 "$DURATION" "$f.$t.txt" || { cat "$f.$t.txt" >&2; die "paired $c: load generator failed against $t"; }
+				wait "$PAIR_PID" || { cat "$f.fleetgate.txt" >&2; die "paired $c: load generator failed against fleetgate"; }
+				PAIR_PID=
+				a1=$(proc_ticks "${TPID[fleetgate]}") b1=$(proc_ticks "${TPID[$t]}")
+				post=$(machine_busy)
+				summarize "$c" "$f.fleetgate.txt"
+				summarize "$c" "$f.$t.txt"
+				nf=$(requests_of "$c" "$f.fleetgate.txt") np=$(requests_of "$c" "$f.$t.txt")
+				# CPU microseconds a request, each; Fleetgate's requests per CPU second over the peer's.
+				awk -v a=$((a1 - a0)) -v b=$((b1 - b0)) -v nf="${nf:-0}" -v np="${np:-0}" -v hz="$CLK_TCK" 'BEGIN {
+					if (nf > 0 && np > 0 && a > 0) printf "%.2f %.2f %.3f %d %d\n", a * 1e6 / hz / nf, b * 1e6 / hz / np, (b / np) / (a / nf), nf, np
+					else print "0 0 0 0 0" }' >"$f.res"
+				echo "$pre $post" >"$f.cpu"
+				read -r cf cp pr _ <"$f.res"
+				log "[paired $prun/$ptotal] $(printf '%-5s round %s  fleetgate %6s us a request   %-8s %6s us   ratio %s%s' "$c" "$r" "$cf" "$t" "$cp" "$pr" \
+					"$( ((pre > IDLE_MAX || post > IDLE_MAX)) && echo "  (other load on the machine: ${pre}% before, ${post}% after)")")"
+			done
+		done
+	done
+fi
+
 # ---- routing: dataplane/route's Go benchmarks ----
 if selected routing; then
 	log "routing: go test -bench BenchmarkMatch -benchtime $ROUTING_BENCHTIME -count $ROUTING_COUNT, pinned to core $PROXY_CPU"
@@ -1198,6 +1270,38 @@ routing_report() {
 	done
 }
 
+# PAIR_MED[CASE.PEER]: median over rounds of Fleetgate's requests per CPU second over the peer's, paired.
+declare -A PAIR_MED=()
+paired_report() {
+	local c t r rounds cfs cps notes footnotes pre post cf cp pr nf np
+	echo
+	echo "### Paired: Fleetgate and one peer loaded at the same time, on the same core"
+	echo
+	echo "Both proxies pinned to core $PROXY_CPU (the scheduler gives each about half of it), each loaded by its own load generator on core $LOAD_CPU (as in the tables above: \`wrk -t1 -c$CONNS\`, \`h2load -t1 -c$H2_CONNS -m$H2_STREAMS\`), 64-byte responses, ${DURATION}s runs, $ROUNDS rounds. CPU time a request of each (user and system, /proc), and their ratio: Fleetgate's requests per CPU second over the peer's. Both proxies share every disturbance of the machine within a round, so the ratio of a round holds steady where single runs, one proxy after the other, vary by tens of percent. With half a core each, a proxy serves fewer requests a wake-up than with a core of its own: fixed costs a wake-up weigh more here."
+	echo
+	echo "| benchmark | peer | Fleetgate CPU a request | peer CPU a request | Fleetgate / peer req/s | ratio per round | median ratio |"
+	echo "|---|---|---|---|---|---|---|"
+	footnotes=()
+	for c in $PAIRED_CASES; do
+		for t in "${PAIR_PEERS[@]}"; do
+			rounds=() cfs=() cps=() notes=""
+			local rf=() rp=()
+			for ((r = 1; r <= ROUNDS; r++)); do
+				read -r cf cp pr nf np <"$RES/paired.$c.$t.$r.res"
+				read -r pre post <"$RES/paired.$c.$t.$r.cpu"
+				rounds+=("$pr") cfs+=("$cf") cps+=("$cp") rf+=("$nf") rp+=("$np")
+				((pre > IDLE_MAX || post > IDLE_MAX)) && footnotes+=("- ⚠ $c, ${LABEL[$t]}, round $r ran while something else loaded the machine (a core ${pre}% busy before, ${post}% after)") && notes=" ⚠"
+			done
+			PAIR_MED[$c.$t]=$(printf '%s\n' "${rounds[@]}" | median)
+			echo "| $c | ${LABEL[$t]}$notes | $(printf '%s\n' "${cfs[@]}" | median | xargs printf '%.1f') us | $(printf '%s\n' "${cps[@]}" | median | xargs printf '%.1f') us | $(fmt_k "$(printf '%s\n' "${rf[@]}" | median | awk -v d="$DURATION" '{ print $1 / d }')") / $(fmt_k "$(printf '%s\n' "${rp[@]}" | median | awk -v d="$DURATION" '{ print $1 / d }')") | $(join " / " "${rounds[@]/%/x}") | **$(printf '%.2f' "${PAIR_MED[$c.$t]}")x** |"
+		done
+	done
+	if ((${#footnotes[@]})); then
+		echo
+		printf '%s\n' "${footnotes[@]}"
+	fi
+}
+
 summary_report() {
 	local c s t peers=() line cells
 	for t in "${TARGET_LIST[@]}"; do [[ $t == fleetgate ]] || peers+=("$t"); done
@@ -1225,6 +1329,15 @@ summary_report() {
 			echo "| $c | $s |$cells"
 		done
 	done
+	if ((${#PAIR_PEERS[@]})); then
+		for c in $PAIRED_CASES; do
+			cells=""
+			for t in "${peers[@]}"; do
+				if [[ -z ${PAIR_MED[$c.$t]:-} ]]; then cells+=" |"; else cells+=" ($(printf '%.2f' "${PAIR_MED[$c.$t]}")x) |"; fi
+			done
+			echo "| paired, $c (per CPU, loaded at once) | 64 |$cells"
+		done
+	fi
 	if selected memory; then
 		cells=""
 		for t in "${peers[@]}"; do
@@ -1261,18 +1374,19 @@ REPORT=$TMP/report.md
 	if running nginx; then versions+=", $(nginx -v 2>&1 | sed 's/.*: //' || true)"; fi
 	if running haproxy; then versions+=", haproxy $(haproxy -v 2>&1 | awk 'NR==1 {print $3}' || true)"; fi
 	if running caddy; then versions+=", caddy $(caddy version 2>&1 | awk 'NR==1 {print $1}' || true)"; fi
-	if ((${#CASES[@]})); then versions+=", $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}' || true)"; fi
-	if selected h2; then versions+=", h2load $(h2load --version 2>&1 | awk 'NR==1 {print $2}' || true)"; fi
+	if ((${#CASES[@]})) || selected paired; then versions+=", $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}' || true)"; fi
+	if need_h2load; then versions+=", h2load $(h2load --version 2>&1 | awk 'NR==1 {print $2}' || true)"; fi
 	echo "$versions."
-	echo "Benchmarks: $(for b in basic memory affinity rules https handshake h2 routing; do selected "$b" && printf '%s ' "$b"; done | sed 's/ $//')."
+	echo "Benchmarks: $(for b in basic memory affinity rules https handshake h2 paired routing; do selected "$b" && printf '%s ' "$b"; done | sed 's/ $//')."
 	if ((${#CASES[@]})); then
 		echo "Each proxy pinned to core $PROXY_CPU with one worker; origin (GOMAXPROCS=1) and the load generator on core $LOAD_CPU; ${DURATION}s runs, ${WARMUP}s warm-up before each; $ROUNDS round(s), targets interleaved."
 	fi
 	((${#CASES[@]})) && selected basic && case_report basic
 	selected memory && ((${#PROXIES[@]})) && memory_report
 	for c in "${CASES[@]}"; do [[ $c == basic ]] || case_report "$c"; done
+	((${#PAIR_PEERS[@]})) && paired_report
 	selected routing && routing_report
-	if ((${#CASES[@]})) && running fleetgate; then
+	if { ((${#CASES[@]})) || ((${#PAIR_PEERS[@]})); } && running fleetgate; then
 		summary_report
 		cat <<EOF
 
