@@ -61,13 +61,14 @@ func itoa(n int) string {
 }
 
 // allocBudget is the most allocations per request the fleetgate sub-benchmarks of BenchmarkServer
-// may measure, client and handler included. 22 are measured (26 before the stream became its
-// request's context: no cancelCtx, no second http.Request for WithContext, no Done channel; and
-// before a plain :path became the stream's own URL, not url.ParseRequestURI's): the request as
-// x/net's Framer decodes it (its header fields and strings, 6), the http.Request with its header
-// map (4), the stream (1), the handler's three Header().Set (3), the client's frames (x/net's, 2
-// a response), and the rest of the stream's state.
-const allocBudget = 24
+// may measure, client and handler included. 12 are measured (22 before the header blocks were
+// decoded into a frame and field slice reused (headerReader), not x/net's Framer's new ones with a
+// closure each; 26 before the stream became its request's context: no cancelCtx, no second
+// http.Request for WithContext, no Done channel; and before a plain :path became the stream's own
+// URL, not url.ParseRequestURI's): the HEADERS frame (x/net's, 1), the http.Request with its header
+// map (4), the stream (1), the handler's three Header().Set (3), the client's frames (x/net's, 2 a
+// response), and the rest of the stream's state.
+const allocBudget = 14
 
 // benchH2C runs b.N requests over one h2c connection to a server started with serve, and returns
 // the allocations per request.

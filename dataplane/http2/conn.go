@@ -49,10 +49,11 @@ type conn struct {
 	writers atomic.Int32 // goroutines in or waiting for the write section
 	bw      *bufio.Writer
 	henc    *hpack.Encoder
-	hbuf    []byte    // what henc writes
-	werr    error     // the first write error: the connection is dead
-	writeBy time.Time // the write deadline
-	closing bool      // the write deadline is the close's (goAwayLinger), not to be extended
+	hr      *headerReader // the request header blocks' decoder
+	hbuf    []byte        // what henc writes
+	werr    error         // the first write error: the connection is dead
+	writeBy time.Time     // the write deadline
+	closing bool          // the write deadline is the close's (goAwayLinger), not to be extended
 	sw      swapWriter
 
 	frameSize atomic.Uint32 // the client's SETTINGS_MAX_FRAME_SIZE
@@ -97,8 +98,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.r = r
 	c.fr = http2.NewFramer(c.sw, r)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = s.maxHeaderBytes()
+	c.hr = newHeaderReader(s.maxHeaderBytes())
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
 	c.fr.SetReuseFrames()
 	c.henc = hpack.NewEncoder((*appendWriter)(&c.hbuf))
@@ -260,8 +260,12 @@ func (c *conn) process(f http2.Frame) error {
 		c.mu.Unlock()
 	}
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return c.processHeaders(f)
+	case *http2.HeadersFrame:
+		mh, err := c.hr.read(c.fr, f, c.s.maxHeaderBytes())
+		if err != nil {
+			return err
+		}
+		return c.processHeaders(mh)
 	case *http2.DataFrame:
 		return c.processData(f)
 	case *http2.SettingsFrame:
