@@ -60,8 +60,12 @@ type Server struct {
 	loops    accept.Loops // the listeners Serve accepts from
 	shutting atomic.Bool
 
-	// work hands a stream to an idle handler goroutine.
+	// work hands a stream to an idle handler goroutine, or nil to make one exit.
 	work chan *stream
+	// The handler goroutines: how many run, how many wait on work, the fewest that waited since
+	// the last tidy, and whether a tidy is due.
+	handlers, idleHandlers, idleLow atomic.Int32
+	tidying                         atomic.Bool
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
@@ -174,34 +178,57 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// handlerLinger is how long a handler goroutine waits for the next stream before it exits.
+// handlerLinger is how often the handler goroutines that none of the streams since needed are
+// made to exit: an idle one lasts from one to two of it.
 const handlerLinger = 2 * time.Second
 
 // dispatch runs st's handler on an idle handler goroutine, or a new one.
 func (s *Server) dispatch(st *stream) {
 	select {
 	case s.work <- st:
+		n := s.idleHandlers.Add(-1)
+		for low := s.idleLow.Load(); n < low && !s.idleLow.CompareAndSwap(low, n); low = s.idleLow.Load() {
+		}
 	default:
+		s.handlers.Add(1)
+		s.idleLow.Store(0) // all were busy
+		if s.tidying.CompareAndSwap(false, true) {
+			time.AfterFunc(handlerLinger, s.tidy)
+		}
 		go s.handle(st)
 	}
 }
 
-// handle runs handlers, st's first, then those it is handed, until none comes for handlerLinger.
+// handle runs handlers, st's first, then those it is handed, until it is handed nil (tidy). An idle
+// one waits on a plain channel receive: a timer of its own, reset at every stream and selected on
+// with the channel, cost 3.5 % of the CPU under h2load.
 func (s *Server) handle(st *stream) {
-	var idle *time.Timer
+	defer s.handlers.Add(-1)
 	for {
 		for st != nil {
 			st = st.c.runHandler(st)
 		}
-		if idle == nil {
-			idle = time.NewTimer(handlerLinger)
-		} else {
-			idle.Reset(handlerLinger)
-		}
-		select {
-		case st = <-s.work:
-		case <-idle.C:
+		s.idleHandlers.Add(1)
+		if st = <-s.work; st == nil {
 			return
 		}
+	}
+}
+
+// tidy makes as many idle handler goroutines exit as were idle all along since it last ran (the
+// fewest idle at any time), and runs again in handlerLinger while any are left.
+func (s *Server) tidy() {
+	for n := s.idleLow.Load(); n > 0; n-- {
+		select {
+		case s.work <- nil:
+			s.idleHandlers.Add(-1)
+		default:
+			n = 1 // none idle now
+		}
+	}
+	s.idleLow.Store(s.idleHandlers.Load())
+	s.tidying.Store(false)
+	if s.handlers.Load() > 0 && s.tidying.CompareAndSwap(false, true) {
+		time.AfterFunc(handlerLinger, s.tidy)
 	}
 }
