@@ -9,15 +9,37 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
+// headerBlock is a decoded header block: its HEADERS frame, and its fields, the pseudo-header
+// fields first.
+type headerBlock struct {
+	*http2.HeadersFrame
+	fields    []hpack.HeaderField
+	pseudo    int  // how many of fields are pseudo-header fields
+	truncated bool // past the header list size: the fields stop there
+}
+
+func (b *headerBlock) pseudoFields() []hpack.HeaderField  { return b.fields[:b.pseudo] }
+func (b *headerBlock) regularFields() []hpack.HeaderField { return b.fields[b.pseudo:] }
+
+// pseudoValue gives the pseudo-header field's value (name without its colon), "" if it has none.
+func (b *headerBlock) pseudoValue(name string) string {
+	for _, hf := range b.pseudoFields() {
+		if hf.Name[1:] == name {
+			return hf.Value
+		}
+	}
+	return ""
+}
+
 // headerReader decodes a header block (a HEADERS frame and the CONTINUATION frames after it) into
-// a MetaHeadersFrame it reuses, checking it as x/net's Framer does with ReadMetaHeaders: field
-// values and names, pseudo-header fields first and each once, the header list size (a block past
-// it is Truncated, and one far past it ends the connection). The Framer made a MetaHeadersFrame, a
+// a headerBlock it reuses, checking it as x/net's Framer does with ReadMetaHeaders: field values
+// and names, pseudo-header fields first and each once, the header list size (a block past it is
+// truncated, and one far past it ends the connection). The Framer made a MetaHeadersFrame, a
 // closure and a field slice grown by appends for every block: 8 of a request's 22 allocations.
-// The frame and its fields are valid until the next block is read.
+// The block is valid until the next one is read.
 type headerReader struct {
 	dec *hpack.Decoder
-	mh  http2.MetaHeadersFrame
+	b   headerBlock
 
 	// The block being decoded.
 	invalid        error  // the first invalid field's error
@@ -35,8 +57,8 @@ func newHeaderReader(maxList uint32) *headerReader {
 // read decodes the block that hf begins, reading its CONTINUATION frames from fr. A malformed
 // block is a stream error; one that cannot be decoded (the HPACK state is lost) or runs far past
 // maxList a connection error.
-func (h *headerReader) read(fr *http2.Framer, hf *http2.HeadersFrame, maxList uint32) (*http2.MetaHeadersFrame, error) {
-	h.mh = http2.MetaHeadersFrame{HeadersFrame: hf, Fields: h.mh.Fields[:0]}
+func (h *headerReader) read(fr *http2.Framer, hf *http2.HeadersFrame, maxList uint32) (*headerBlock, error) {
+	h.b = headerBlock{HeadersFrame: hf, fields: h.b.fields[:0]}
 	h.invalid, h.sawRegular = nil, false
 	h.remain, h.remTrl = maxList, maxList
 	h.dec.SetEmitEnabled(true)
@@ -66,10 +88,10 @@ func (h *headerReader) read(fr *http2.Framer, hf *http2.HeadersFrame, maxList ui
 	if h.invalid != nil {
 		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: h.invalid}
 	}
-	if err := checkPseudos(h.mh.PseudoFields()); err != nil {
+	if err := checkPseudos(h.b.pseudoFields()); err != nil {
 		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
 	}
-	return &h.mh, nil
+	return &h.b, nil
 }
 
 // emit takes one decoded field.
@@ -77,7 +99,8 @@ func (h *headerReader) emit(hf hpack.HeaderField) {
 	if !httpguts.ValidHeaderFieldValue(hf.Value) {
 		h.invalid = errInvalidFieldValue // the value itself may be sensitive: not in the error
 	}
-	if strings.HasPrefix(hf.Name, ":") {
+	pseudo := strings.HasPrefix(hf.Name, ":")
+	if pseudo {
 		if h.sawRegular {
 			h.invalid = errPseudoAfterRegular
 		}
@@ -99,12 +122,15 @@ func (h *headerReader) emit(hf hpack.HeaderField) {
 	}
 	if size > *remain {
 		h.dec.SetEmitEnabled(false)
-		h.mh.Truncated = true
+		h.b.truncated = true
 		h.remain, h.remTrl = 0, 0
 		return
 	}
 	*remain -= size
-	h.mh.Fields = append(h.mh.Fields, hf)
+	h.b.fields = append(h.b.fields, hf)
+	if pseudo {
+		h.b.pseudo++ // they come first: one after a regular field is invalid
+	}
 }
 
 var (

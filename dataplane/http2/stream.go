@@ -61,7 +61,7 @@ func (c *conn) newStream(id uint32, endStream bool) *stream {
 }
 
 // processHeaders opens a stream (or ends one with trailers).
-func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
+func (c *conn) processHeaders(f *headerBlock) error {
 	id := f.StreamID
 	if id%2 == 0 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
@@ -103,10 +103,10 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	st := c.newStream(id, f.StreamEnded())
 	ctx := st.startContext()
 	handler := c.s.Handler
-	if f.Truncated {
+	if f.truncated {
 		handler = http.HandlerFunc(headerTooLarge)
 		r := emptyRequest.WithContext(ctx)
-		r.Method, r.URL, r.Header = f.PseudoValue("method"), &url.URL{}, http.Header{}
+		r.Method, r.URL, r.Header = f.pseudoValue("method"), &url.URL{}, http.Header{}
 		r.Proto, r.ProtoMajor, r.Body, r.RemoteAddr = "HTTP/2.0", 2, http.NoBody, c.remote
 		st.req = r
 	} else if err := c.newRequest(st, ctx, f); err != nil {
@@ -146,20 +146,20 @@ func headerTooLarge(w http.ResponseWriter, _ *http.Request) {
 }
 
 // processTrailers ends a stream with the request's trailer fields.
-func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
+func (c *conn) processTrailers(st *stream, f *headerBlock) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st.remoteDone {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed}
 	}
-	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+	if !f.StreamEnded() || len(f.pseudoFields()) > 0 {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	}
 	if st.declared >= 0 && st.received != st.declared {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	}
 	if len(st.trail) > 0 {
-		for _, hf := range f.RegularFields() {
+		for _, hf := range f.regularFields() {
 			k := c.canonical(hf.Name)
 			if _, declared := st.req.Trailer[k]; declared {
 				st.req.Trailer[k] = append(st.req.Trailer[k], hf.Value)
@@ -176,10 +176,10 @@ func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 
 // newRequest builds st's request from the header block, as net/http's HTTP/2 server does; a
 // malformed one is a stream error (RFC 9113 8.1.1).
-func (c *conn) newRequest(st *stream, ctx context.Context, f *http2.MetaHeadersFrame) error {
+func (c *conn) newRequest(st *stream, ctx context.Context, f *headerBlock) error {
 	malformed := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	var method, path, scheme, authority string
-	for _, hf := range f.PseudoFields() {
+	for _, hf := range f.pseudoFields() {
 		switch hf.Name {
 		case ":method":
 			method = hf.Value
@@ -205,7 +205,7 @@ func (c *conn) newRequest(st *stream, ctx context.Context, f *http2.MetaHeadersF
 		return malformed
 	}
 
-	fields := f.RegularFields()
+	fields := f.regularFields()
 	header := make(http.Header, len(fields))
 	vals := make([]string, len(fields)) // one backing array for the usual single values
 	var cookies []string
