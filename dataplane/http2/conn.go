@@ -51,6 +51,7 @@ type conn struct {
 	henc    *hpack.Encoder
 	hr      *headerReader // the request header blocks' decoder
 	hbuf    []byte        // what henc writes
+	fields  fieldCache    // encodings of fields henc wrote as indexes (writeField)
 	werr    error         // the first write error: the connection is dead
 	writeBy time.Time     // the write deadline
 	closing bool          // the write deadline is the close's (goAwayLinger), not to be extended
@@ -321,6 +322,7 @@ func (c *conn) processSettings(f *http2.SettingsFrame) error {
 	return c.write(func() error {
 		if setTable {
 			c.henc.SetMaxDynamicTableSizeLimit(tableSize)
+			c.fields.gen++ // the size update must begin the next block: through henc
 		}
 		return c.fr.WriteSettingsAck()
 	})

@@ -2,6 +2,7 @@ package http2_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -49,4 +50,54 @@ func TestHeaderBlocksIndependent(t *testing.T) {
 	}
 	rc.writeHeaders(11, true, rc.request("GET", "/11", "x-long", long, "x-one", "1")...)
 	rc.mustOK(11, "X-Long,X-One  20480")
+}
+
+// Response fields are encoded against the connection's HPACK state across many responses: fields
+// repeated (indexed: by the encoder, or from the connection's cache of indexed encodings), fields
+// new each time (literals that add to the table and move every index, one as short as an index), and after the client
+// shrinks the table to nothing (SETTINGS_HEADER_TABLE_SIZE 0), when the size update must begin
+// the next block even if every field of it was cached. The client's decoder reads every block.
+func TestResponseFieldsEncoding(t *testing.T) {
+	t.Parallel()
+	ts := serve(t, &srv.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("X-Same", "same")
+		if p := r.URL.Path; p != "/same" {
+			w.Header().Set("X-N", p)
+		}
+		if d := r.URL.Query().Get("d"); d != "" {
+			w.Header().Set("Age", d) // a name in the static table: a literal of 3 bytes, as short as an index
+		}
+		io.WriteString(w, "ok")
+	})}, false)
+	rc := ts.raw(t)
+	rc.handshake()
+	id := uint32(1)
+	check := func(path string) {
+		t.Helper()
+		rc.writeHeaders(id, true, rc.request("GET", path)...)
+		r := rc.response(id)
+		got := map[string]string{}
+		for _, hf := range r.header {
+			got[hf.Name] = hf.Value
+		}
+		p, d, _ := strings.Cut(path, "?d=")
+		if r.status != "200" || got["x-same"] != "same" || got["content-type"] != "text/plain" ||
+			got["age"] != d || p != "/same" && got["x-n"] != p {
+			t.Fatalf("stream %d: %s %v", id, r.status, r.header)
+		}
+		id += 2
+	}
+	for i := range 10 {
+		check(fmt.Sprint("/", i))
+		check("/same")
+		check(fmt.Sprint("/same?d=", i))
+		check("/same")
+	}
+	rc.writeSettings(http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
+	rc.waitFor("the SETTINGS ACK", func(f frame) bool { return f.Type == http2.FrameSettings && f.ack() })
+	for i := range 10 {
+		check("/same")
+		check(fmt.Sprint("/after", i))
+	}
 }
