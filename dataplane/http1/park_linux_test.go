@@ -547,9 +547,9 @@ func (l sockioListener) Accept() (net.Conn, error) {
 	return sockio.Wrap(c), nil
 }
 
-// A socket whose read deadline moves lazily wakes the idle wait at the deadline of the request
-// before, and the wait goes on in a read: the connection still parks at its own deadline, holding
-// no buffer, and serves its next request.
+// A socket whose read deadline moves lazily ends the idle wait (a read, from the third request on)
+// at the deadline of the request before, and the wait goes on: the connection still parks at its
+// own deadline, holding no buffer, and serves its next request.
 func TestParkedAfterEarlyDeadline(t *testing.T) {
 	s := &Server{Handler: echo, handOff: 80 * time.Millisecond}
 	r := startWith(t, s, func(l net.Listener) net.Listener { return sockioListener{l} })

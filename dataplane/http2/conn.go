@@ -51,7 +51,8 @@ type conn struct {
 	henc    *hpack.Encoder
 	hr      *headerReader // the request header blocks' decoder
 	hbuf    []byte        // what henc writes
-	fields  fieldCache    // encodings of fields henc wrote as indexes (writeField)
+	fields  *fieldCache   // encodings of fields henc wrote as indexes (writeField); nil while idle
+	open    atomic.Int32  // streams open (len(streams), read outside mu)
 	werr    error         // the first write error: the connection is dead
 	writeBy time.Time     // the write deadline
 	closing bool          // the write deadline is the close's (goAwayLinger), not to be extended
@@ -322,7 +323,7 @@ func (c *conn) processSettings(f *http2.SettingsFrame) error {
 	return c.write(func() error {
 		if setTable {
 			c.henc.SetMaxDynamicTableSizeLimit(tableSize)
-			c.fields.gen++ // the size update must begin the next block: through henc
+			c.fields = nil // the size update must begin the next block: through henc
 		}
 		return c.fr.WriteSettingsAck()
 	})
@@ -526,6 +527,7 @@ func (c *conn) closeStreamLocked(st *stream, err error) (inc int64) {
 	unread := int64(len(st.in))
 	st.in = st.in[:0]
 	delete(c.streams, st.id)
+	c.open.Add(-1)
 	st.cancelContext(context.Canceled)
 	st.cond.Broadcast()
 	if unread > 0 {
@@ -706,6 +708,9 @@ func (c *conn) endWrite() error {
 		}
 		putWriter(c.bw)
 		c.bw = nil
+		if c.open.Load() == 0 {
+			c.fields = nil // an idle connection keeps no cache (nor the strings it holds)
+		}
 	}
 	if c.werr != nil {
 		c.nc.Close() // the reader stops, and ends the streams

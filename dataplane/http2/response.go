@@ -445,8 +445,9 @@ func (w *responseWriter) release() {
 // field has the same encoding, and is copied rather than looked up in the encoder's two tables (two
 // or three map lookups, each hashing the name and the value: 2.5 % of the CPU under h2load). A
 // field written otherwise (a literal, which may add to the table and so move every index; a table
-// size update first) begins a new generation, as does a new table size, which must be the first
-// thing of the next block.
+// size update first) begins a new generation. A new table size, which must be the first thing of
+// the next block, drops the cache, as does a connection left with no stream open after a write
+// (an idle connection holds no cache, nor the strings in it).
 type fieldCache struct {
 	gen  uint64
 	next int
@@ -460,7 +461,11 @@ type fieldCache struct {
 
 // writeField encodes one field into c.hbuf. In the write section.
 func (c *conn) writeField(name, value string) {
-	fc := &c.fields
+	fc := c.fields
+	if fc == nil {
+		fc = new(fieldCache)
+		c.fields = fc
+	}
 	for i := range fc.e {
 		if e := &fc.e[i]; e.n > 0 && e.gen == fc.gen && e.name == name && e.value == value {
 			c.hbuf = append(c.hbuf, e.enc[:e.n]...)

@@ -218,12 +218,13 @@ func (s *Server) handle(st *stream) {
 // tidy makes as many idle handler goroutines exit as were idle all along since it last ran (the
 // fewest idle at any time), and runs again in handlerLinger while any are left.
 func (s *Server) tidy() {
+retire:
 	for n := s.idleLow.Load(); n > 0; n-- {
 		select {
 		case s.work <- nil:
 			s.idleHandlers.Add(-1)
 		default:
-			n = 1 // none idle now
+			break retire // none idle now
 		}
 	}
 	s.idleLow.Store(s.idleHandlers.Load())

@@ -124,6 +124,7 @@ func (c *conn) processHeaders(f *headerBlock) error {
 		return nil
 	}
 	c.streams[id] = st
+	c.open.Add(1)
 	if len(c.streams) == 1 {
 		c.setDeadlineLocked() // no idle timeout while a stream is open
 	}
