@@ -59,7 +59,11 @@ func TestHeaderBlocksIndependent(t *testing.T) {
 // the next block even if every field of it was cached. The client's decoder reads every block.
 func TestResponseFieldsEncoding(t *testing.T) {
 	t.Parallel()
+	release := make(chan struct{})
 	ts := serve(t, &srv.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			<-release // a stream kept open: the connection keeps its field cache
+		}
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("X-Same", "same")
 		if p := r.URL.Path; p != "/same" {
@@ -72,7 +76,8 @@ func TestResponseFieldsEncoding(t *testing.T) {
 	})}, false)
 	rc := ts.raw(t)
 	rc.handshake()
-	id := uint32(1)
+	rc.writeHeaders(1, true, rc.request("GET", "/hold")...)
+	id := uint32(3)
 	check := func(path string) {
 		t.Helper()
 		rc.writeHeaders(id, true, rc.request("GET", path)...)
@@ -99,5 +104,9 @@ func TestResponseFieldsEncoding(t *testing.T) {
 	for i := range 10 {
 		check("/same")
 		check(fmt.Sprint("/after", i))
+	}
+	close(release)
+	if r := rc.response(1); r.status != "200" {
+		t.Fatalf("the held stream: %+v", r)
 	}
 }
