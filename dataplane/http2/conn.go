@@ -263,11 +263,12 @@ func (c *conn) process(f http2.Frame) error {
 	}
 	switch f := f.(type) {
 	case *http2.HeadersFrame:
-		mh, err := c.hr.read(c.fr, f, c.s.maxHeaderBytes())
-		if err != nil {
-			return err
+		b, err := c.hr.read(c.fr, f, c.s.maxHeaderBytes())
+		if err == nil {
+			err = c.processHeaders(b)
 		}
-		return c.processHeaders(mh)
+		c.hr.done()
+		return err
 	case *http2.DataFrame:
 		return c.processData(f)
 	case *http2.SettingsFrame:

@@ -94,6 +94,17 @@ func (h *headerReader) read(fr *http2.Framer, hf *http2.HeadersFrame, maxList ui
 	return &h.b, nil
 }
 
+// done lets go of the block read last, once it is processed: its fields (and the strings in them)
+// are not kept while the connection waits, nor past a shorter block; an unusually long field
+// slice is dropped.
+func (h *headerReader) done() {
+	clear(h.b.fields)
+	h.b = headerBlock{fields: h.b.fields[:0]}
+	if cap(h.b.fields) > 64 {
+		h.b.fields = nil
+	}
+}
+
 // emit takes one decoded field.
 func (h *headerReader) emit(hf hpack.HeaderField) {
 	if !httpguts.ValidHeaderFieldValue(hf.Value) {

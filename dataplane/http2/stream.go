@@ -396,6 +396,14 @@ func (c *conn) handlerDone(st *stream) (next *stream) {
 			}
 			return nil
 		})
+	} else if c.open.Load() == 0 {
+		// The stream closed after its last write: the write that left no stream open, which
+		// drops the field cache (endWrite), came before. The connection is idle now.
+		c.wmu.Lock()
+		if c.open.Load() == 0 {
+			c.fields = nil
+		}
+		c.wmu.Unlock()
 	}
 	return next
 }

@@ -171,7 +171,10 @@ func Wrap(nc net.Conn) net.Conn {
 func (c *Conn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.s.Read(p)
-		if err == nil || !c.early(err) {
+		if err == nil {
+			return n, nil
+		}
+		if retry, err := c.early(err); !retry {
 			return n, err
 		}
 	}
@@ -205,18 +208,23 @@ func (c *Conn) SetDeadline(t time.Time) error {
 }
 
 // early reports whether err, a read's, is a timeout of the socket's deadline when a later one (or
-// none) was set since; if so it sets that one on the socket.
-func (c *Conn) early(err error) bool {
+// none) was set since; if so it sets that one on the socket, and the read is to go on. Otherwise it
+// gives the read's error: err, or why the later deadline could not be set (the connection was
+// closed meanwhile: that, not the earlier deadline's timeout, is what ended the read).
+func (c *Conn) early(err error) (retry bool, _ error) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return false
+		return false, err
 	}
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	if c.armed.Equal(c.want) {
-		return false
+		return false, err
 	}
 	c.armed = c.want
-	return c.TCPConn.SetReadDeadline(c.want) == nil
+	if serr := c.TCPConn.SetReadDeadline(c.want); serr != nil {
+		return false, serr
+	}
+	return true, nil
 }
 
 // WriteTo copies the connection's bytes to w with Read (the *net.TCPConn's would read past the
@@ -243,7 +251,10 @@ type rawConn struct {
 func (r rawConn) Read(f func(fd uintptr) bool) error {
 	for {
 		err := r.RawConn.Read(f)
-		if err == nil || !r.c.early(err) {
+		if err == nil {
+			return nil
+		}
+		if retry, err := r.c.early(err); !retry {
 			return err
 		}
 	}

@@ -548,3 +548,31 @@ func BenchmarkSetReadDeadline(b *testing.B) {
 		})
 	}
 }
+
+// A read with no deadline set (a later one only noted: none), ended by Close while the socket's
+// earlier deadline passes, reports the close, not that deadline's timeout: the deadline noted
+// cannot be set on a closed socket (early), and a read under way when both happen says so too.
+func TestCloseDuringRearm(t *testing.T) {
+	c, _ := wrapped(t)
+	c.SetReadDeadline(time.Now().Add(time.Hour))
+	c.SetReadDeadline(time.Time{})
+	c.Close()
+	if retry, err := c.early(os.ErrDeadlineExceeded); retry || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("early(timeout) on a closed Conn = %v, %v; want no retry and net.ErrClosed", retry, err)
+	}
+	for range 200 {
+		c, _ := wrapped(t)
+		c.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
+		c.SetReadDeadline(time.Time{})
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Read(make([]byte, 1))
+			done <- err
+		}()
+		time.Sleep(2 * time.Millisecond)
+		c.Close()
+		if err := <-done; !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read with no deadline set, ended by Close = %v; want net.ErrClosed", err)
+		}
+	}
+}
