@@ -263,7 +263,7 @@ func (c *conn) process(f http2.Frame) error {
 	}
 	switch f := f.(type) {
 	case *http2.HeadersFrame:
-		b, err := c.hr.read(c.fr, f, c.s.maxHeaderBytes())
+		b, err := c.hr.read(c.fr, f)
 		if err == nil {
 			err = c.processHeaders(b)
 		}
@@ -324,7 +324,7 @@ func (c *conn) processSettings(f *http2.SettingsFrame) error {
 	return c.write(func() error {
 		if setTable {
 			c.henc.SetMaxDynamicTableSizeLimit(tableSize)
-			c.fields = nil // the size update must begin the next block: through henc
+			c.dropFieldCache() // the size update must begin the next block: through henc
 		}
 		return c.fr.WriteSettingsAck()
 	})
@@ -710,7 +710,7 @@ func (c *conn) endWrite() error {
 		putWriter(c.bw)
 		c.bw = nil
 		if c.open.Load() == 0 {
-			c.fields = nil // an idle connection keeps no cache (nor the strings it holds)
+			c.dropFieldCache() // an idle connection keeps no cache (nor the strings it holds)
 		}
 	}
 	if c.werr != nil {

@@ -459,11 +459,25 @@ type fieldCache struct {
 	}
 }
 
+// fieldCaches holds the caches of idle connections for the next busy one: a connection that serves
+// one request at a time goes idle after each, and takes one back from here rather than allocating it.
+var fieldCaches = sync.Pool{New: func() any { return new(fieldCache) }}
+
+// dropFieldCache gives c's field cache back, emptied (it holds strings of c's responses). In the
+// write section.
+func (c *conn) dropFieldCache() {
+	if c.fields != nil {
+		*c.fields = fieldCache{}
+		fieldCaches.Put(c.fields)
+		c.fields = nil
+	}
+}
+
 // writeField encodes one field into c.hbuf. In the write section.
 func (c *conn) writeField(name, value string) {
 	fc := c.fields
 	if fc == nil {
-		fc = new(fieldCache)
+		fc = fieldCaches.Get().(*fieldCache)
 		c.fields = fc
 	}
 	for i := range fc.e {

@@ -401,7 +401,7 @@ func (c *conn) handlerDone(st *stream) (next *stream) {
 		// drops the field cache (endWrite), came before. The connection is idle now.
 		c.wmu.Lock()
 		if c.open.Load() == 0 {
-			c.fields = nil
+			c.dropFieldCache()
 		}
 		c.wmu.Unlock()
 	}
