@@ -39,6 +39,26 @@ func TestClientCancelReachesBackend(t *testing.T) {
 	w := startWorker(t)
 	plain, secure := freePort(t), freePort(t)
 	apply(t, w, 1, twoListeners(t, plain, secure, portOf(srv.Listener.Addr()), 20))
+	// reached waits for the request at the backend; aborted, for the backend to see it end.
+	reached := func(t *testing.T) {
+		t.Helper()
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request never reached the backend")
+		}
+	}
+	aborted := func(t *testing.T) {
+		t.Helper()
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the backend request was not aborted")
+		}
+	}
 
 	t.Run("Upgrade", func(t *testing.T) {
 		// An Upgrade request (WebSocket) goes through the proxy's upgrade path, under a context of
@@ -50,20 +70,9 @@ func TestClientCancelReachesBackend(t *testing.T) {
 		defer c.Close()
 		io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
 			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-		select {
-		case <-arrived:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the request never reached the backend")
-		}
+		reached(t)
 		c.Close()
-		select {
-		case err := <-ended:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("the backend request was not aborted")
-		}
+		aborted(t)
 	})
 	for _, proto := range []string{"HTTP/1.1", "HTTPS", "h2c"} {
 		t.Run(proto, func(t *testing.T) {
@@ -90,23 +99,12 @@ func TestClientCancelReachesBackend(t *testing.T) {
 				}
 				errc <- err
 			}()
-			select {
-			case <-arrived:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the request never reached the backend")
-			}
+			reached(t)
 			cancel()
 			if err := <-errc; err == nil {
 				t.Fatal("the canceled request succeeded")
 			}
-			select {
-			case err := <-ended:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("the backend request was not aborted")
-			}
+			aborted(t)
 		})
 	}
 }
